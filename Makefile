@@ -1,0 +1,40 @@
+# Two commands: `make demo` (the main job) and `make test` (lint + the test suite).
+# Each creates .venv from the pinned requirements on first use; needs only Python 3.11 and pip.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The human data: ../shared/data beside the checkout when present, else the download cache.
+ALIGNED_DATA ?= $(if $(wildcard ../shared/data/MANIFEST.tsv),$(abspath ../shared/data),$(HOME)/.cache/aligned/data)
+export ALIGNED_DATA
+
+.PHONY: demo test lint format data clean
+
+$(BIN)/.runtime: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+data: $(BIN)/.runtime
+	$(BIN)/python -m experiments.download_data
+
+demo: data
+	$(BIN)/python -m experiments.evaluate --config=configs/evaluate.py --workdir=runs/demo
+
+lint: $(BIN)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: $(BIN)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,59 @@
+"""Atomic writes of run artifacts: a file appears under its real name only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+  """Yields a temporary path beside `path`; renames it to `path` if the block succeeds."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  os.close(fd)
+  try:
+    yield pathlib.Path(tmp)
+    os.replace(tmp, path)
+  finally:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, pathlib.PurePath):
+    return str(value)
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes `obj` as indented JSON, atomically (numpy scalars and arrays become plain numbers)."""
+  with atomic_path(path) as tmp:
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def save_npz(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> None:
+  """np.savez(_compressed) to `path`, atomically; object arrays are refused (they would need pickle)."""
+  for name, array in arrays.items():
+    if np.asarray(array).dtype == object:
+      raise TypeError(f"array {name!r} has dtype object; it would need pickle to load")
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+  """np.save to `path`, atomically."""
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.save(f, np.asarray(array), allow_pickle=False)

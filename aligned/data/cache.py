@@ -1,0 +1,142 @@
+"""Where the human data lives, and a downloader that fills that place from public origins.
+
+The data folder is `$ALIGNED_DATA`, or `~/.cache/aligned/data` when the variable is unset. Its layout
+is the one of `manifest.tsv` (beside this file): `things/...`, `levels/...`, `glocal/...`,
+`imagenet2012/...`. `download()` fetches every file from its origin (a URL at a fixed commit, or a
+file inside an installed wheel), checks its sha256 and only then moves it into place, so a folder
+never holds a partial or unverified file under a real name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import os
+import pathlib
+import shutil
+import tempfile
+import urllib.request
+
+from aligned.errors import DataError
+
+MANIFEST = pathlib.Path(__file__).with_name("manifest.tsv")
+DEFAULT_CACHE = pathlib.Path("~/.cache/aligned/data")
+_MANIFEST_COLUMNS = ("path", "bytes", "sha256", "origin", "license")
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestEntry:
+  path: str  # relative to the data folder
+  size: int
+  sha256: str
+  origin: str  # a URL, or "wheel PACKAGE==VERSION: path/inside/the/wheel"
+  license: str
+
+
+def data_dir() -> pathlib.Path:
+  """The data folder: $ALIGNED_DATA, else ~/.cache/aligned/data."""
+  return pathlib.Path(os.environ.get("ALIGNED_DATA") or DEFAULT_CACHE).expanduser()
+
+
+def data_path(relative: str) -> pathlib.Path:
+  """Path of a file of the data folder; a clear error if it is not there."""
+  path = data_dir() / relative
+  if not path.exists():
+    raise FileNotFoundError(
+      f"{path} not found. Set ALIGNED_DATA to the data folder (e.g. ../shared/data) "
+      f"or fill the cache with `python -m experiments.download_data`."
+    )
+  return path
+
+
+def read_manifest(path: str | os.PathLike = MANIFEST) -> list[ManifestEntry]:
+  """Reads a tab-separated manifest (header `path bytes sha256 origin license`)."""
+  lines = pathlib.Path(path).read_text().splitlines()
+  if not lines or tuple(lines[0].split("\t")) != _MANIFEST_COLUMNS:
+    raise DataError(path, f"header must be the tab-separated columns {_MANIFEST_COLUMNS}", row=1)
+  entries = []
+  for row, line in enumerate(lines[1:], start=2):
+    if not line.strip():
+      continue
+    fields = line.split("\t")
+    if len(fields) != len(_MANIFEST_COLUMNS):
+      raise DataError(path, f"expected {len(_MANIFEST_COLUMNS)} tab-separated fields", row=row)
+    rel, size, sha, origin, license_ = fields
+    if pathlib.PurePosixPath(rel).is_absolute() or ".." in pathlib.PurePosixPath(rel).parts:
+      raise DataError(path, f"path {rel!r} must stay inside the data folder", row=row)
+    if len(sha) != 64:
+      raise DataError(path, f"sha256 {sha!r} is not 64 hex digits", row=row)
+    entries.append(ManifestEntry(rel, int(size), sha.lower(), origin, license_))
+  return entries
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def verify(root: str | os.PathLike | None = None, entries: list[ManifestEntry] | None = None) -> dict:
+  """Checks every manifest file under `root`. Returns {path: "ok" | "missing" | "sha256 mismatch"}."""
+  root = pathlib.Path(root) if root is not None else data_dir()
+  status = {}
+  for entry in entries if entries is not None else read_manifest():
+    path = root / entry.path
+    if not path.exists():
+      status[entry.path] = "missing"
+    else:
+      status[entry.path] = "ok" if sha256_of(path) == entry.sha256 else "sha256 mismatch"
+  return status
+
+
+def _fetch(origin: str, destination: pathlib.Path) -> None:
+  """Copies one origin to `destination` (a temporary name)."""
+  if origin.startswith("wheel "):
+    # "wheel tensorflow-datasets==4.9.10: tensorflow_datasets/datasets/..": a file of an installed wheel.
+    requirement, inner = origin[len("wheel ") :].split(": ", 1)
+    package, version = requirement.split("==")
+    installed = importlib.metadata.version(package)
+    if installed != version:
+      raise RuntimeError(f"{origin}: installed {package} is {installed}, not {version}")
+    located = importlib.metadata.distribution(package).locate_file(inner)
+    shutil.copyfile(located, destination)
+    return
+  with urllib.request.urlopen(origin, timeout=60) as response, open(destination, "wb") as out:
+    shutil.copyfileobj(response, out)
+
+
+def download(
+  root: str | os.PathLike | None = None,
+  entries: list[ManifestEntry] | None = None,
+  log=print,
+) -> list[str]:
+  """Fetches missing or corrupt manifest files into `root` (default: the data folder).
+
+  Each file is written to a temporary name, checked against its sha256 and renamed into place;
+  a mismatch raises and leaves nothing behind. Files already present and correct are skipped.
+  Returns the relative paths fetched.
+  """
+  root = pathlib.Path(root) if root is not None else data_dir()
+  fetched = []
+  for entry in entries if entries is not None else read_manifest():
+    target = root / entry.path
+    if target.exists() and sha256_of(target) == entry.sha256:
+      continue
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    tmp = pathlib.Path(tmp_name)
+    try:
+      log(f"fetching {entry.path} ({entry.size:,} bytes)")
+      _fetch(entry.origin, tmp)
+      got = sha256_of(tmp)
+      if got != entry.sha256:
+        raise DataError(entry.origin, f"sha256 {got} does not match the manifest's {entry.sha256}")
+      os.replace(tmp, target)
+    finally:
+      tmp.unlink(missing_ok=True)
+    fetched.append(entry.path)
+  return fetched

@@ -1,0 +1,254 @@
+"""Human odd-one-out triplet files, read into one representation.
+
+Two on-disk formats (THINGS conventions):
+
+- `odd_last`: `i j k` per line, whitespace-separated, 0-based object indices in **sorted** order, the
+  odd-one-out last (i and j were judged most similar). One response per line (`trainset.txt`,
+  `testset*.txt`, `2171trials_humans.txt`).
+- `things_noise_ceiling`: 5 tab-separated integer columns `obj1 obj2 obj3 choice subject`, objects
+  **1-based in raw order**, `choice` in {1, 2, 3} the position of the object chosen as odd-one-out;
+  one row per person, so a triplet appears many times.
+
+Both become a `HumanTriplets`: the unique unordered triplets (in order of first appearance), their
+items in sorted THINGS order arranged so that the most chosen pair is first (the modal odd-one-out
+last; ties go to the earlier pair of the ascending-sorted items), and per-triplet counts of responses
+choosing each pair, in pair order [01, 02, 12].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Literal
+
+import numpy as np
+
+from aligned.artifacts import atomic_path
+from aligned.data import things
+from aligned.errors import DataError
+from aligned.odd_one_out import permute_triplets
+
+TripletFormat = Literal["odd_last", "things_noise_ceiling"]
+FORMATS = ("odd_last", "things_noise_ceiling")
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanTriplets:
+  """Unique triplets with per-pair response counts.
+
+  Attributes:
+    triplets: [n, 3] int object indices (sorted THINGS order), modal odd-one-out last.
+    counts: [n, 3] int responses choosing pair [01, 02, 12] as most similar; counts[:, 0] is maximal.
+    source: the file it was read from.
+  """
+
+  triplets: np.ndarray
+  counts: np.ndarray
+  source: str = ""
+
+  @property
+  def n_triplets(self) -> int:
+    return len(self.triplets)
+
+  @property
+  def n_responses(self) -> int:
+    return int(self.counts.sum())
+
+  @property
+  def responses_per_triplet(self) -> np.ndarray:
+    return self.counts.sum(axis=1)
+
+  @property
+  def is_multi_response(self) -> bool:
+    """True when some triplet has more than one response (a noise ceiling can be computed)."""
+    return bool((self.responses_per_triplet > 1).any())
+
+  def choice_distribution(self) -> np.ndarray:
+    """[n, 3] proportion of responses choosing each pair (the human choice distribution)."""
+    return self.counts / self.responses_per_triplet[:, None]
+
+  def select(self, mask: np.ndarray) -> HumanTriplets:
+    return HumanTriplets(self.triplets[mask], self.counts[mask], self.source)
+
+
+# ------------------------------------------------------------------------------------------------
+# Aggregation
+# ------------------------------------------------------------------------------------------------
+
+
+def aggregate_responses(items: np.ndarray, odd_position: np.ndarray, source: str = "") -> HumanTriplets:
+  """Groups single responses by unordered triplet and counts the chosen pairs.
+
+  Args:
+    items: [m, 3] object indices of each response, any order, distinct within a row.
+    odd_position: [m] position (0, 1, 2) in `items` of the object chosen as the odd-one-out.
+    source: a name for error messages and provenance.
+  """
+  items = np.asarray(items, dtype=np.int64)
+  odd_item = items[np.arange(len(items)), np.asarray(odd_position)]
+  keys = np.sort(items, axis=1)
+  # Pair k of the ascending-sorted triple leaves out item 2 - k, so the chosen pair is 2 - (odd pos).
+  chosen_pair = 2 - np.argmax(keys == odd_item[:, None], axis=1)
+
+  n = int(keys.max()) + 1 if len(keys) else 1
+  if n < 2**21:  # one int64 per triple: much faster than np.unique(axis=0)
+    flat = (keys[:, 0] * n + keys[:, 1]) * n + keys[:, 2]
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+  else:
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+  inverse = inverse.reshape(-1)
+  # Order unique triplets by first appearance in the file, not by index value.
+  order = np.argsort(first, kind="stable")
+  rank = np.empty_like(order)
+  rank[order] = np.arange(len(order))
+  unique_keys = keys[first[order]]
+  counts = np.zeros((len(order), 3), dtype=np.int64)
+  np.add.at(counts, (rank[inverse], chosen_pair), 1)
+
+  modal = np.argmax(counts, axis=1)
+  perm_by_modal = np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])  # chosen pair's items first
+  triplets, counts = permute_triplets(unique_keys, counts, perm_by_modal[modal])
+  return HumanTriplets(triplets.astype(np.int32), counts.astype(np.int32), source)
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers
+# ------------------------------------------------------------------------------------------------
+
+
+def _first_bad_line(path, n_columns: int) -> tuple[int, str]:
+  """Slow path for error messages: the first non-blank line that is not `n_columns` integers."""
+  with open(path, "rb") as f:
+    for row, raw in enumerate(f, start=1):
+      fields = raw.split()
+      if not fields:
+        continue
+      if len(fields) != n_columns:
+        return row, f"expected {n_columns} integer columns, found {len(fields)}: {raw.strip()[:80]!r}"
+      for field in fields:
+        try:
+          int(field)
+        except ValueError:
+          return row, f"{field.decode(errors='replace')!r} is not an integer"
+  return 0, "unparseable"
+
+
+def _data_row_to_line(path, data_row: int) -> int:
+  """1-based file line of the `data_row`-th (0-based) non-blank line."""
+  seen = -1
+  with open(path, "rb") as f:
+    for row, raw in enumerate(f, start=1):
+      if raw.strip():
+        seen += 1
+        if seen == data_row:
+          return row
+  return 0
+
+
+def read_int_table(path: str | os.PathLike, n_columns: int) -> np.ndarray:
+  """Reads a whitespace/tab-separated integer table, fast; a DataError names the first bad row."""
+  with open(path, "rb") as f:
+    text = f.read()
+  tokens = text.split()
+  n_rows = sum(1 for line in text.splitlines() if line.strip())
+  if n_rows == 0:
+    raise DataError(path, "no rows")
+  if len(tokens) != n_rows * n_columns:
+    raise DataError(path, *_first_bad_line(path, n_columns)[::-1])
+  try:
+    values = np.array(tokens).astype(np.int64)
+  except ValueError:
+    raise DataError(path, *_first_bad_line(path, n_columns)[::-1]) from None
+  return values.reshape(n_rows, n_columns)
+
+
+def _check_distinct(path, items: np.ndarray) -> None:
+  repeated = (items[:, 0] == items[:, 1]) | (items[:, 0] == items[:, 2]) | (items[:, 1] == items[:, 2])
+  if repeated.any():
+    r = int(np.argmax(repeated))
+    raise DataError(
+      path, f"object repeated inside triplet {items[r].tolist()}", row=_data_row_to_line(path, r)
+    )
+
+
+def read_odd_last(path: str | os.PathLike, n_objects: int = things.N_OBJECTS) -> HumanTriplets:
+  """Reads an `i j k` file (0-based, sorted order, odd-one-out last)."""
+  items = read_int_table(path, 3)
+  bad = (items < 0) | (items >= n_objects)
+  if bad.any():
+    r = int(np.argmax(bad.any(axis=1)))
+    hint = ""
+    if items.min() >= 1 and items.max() == n_objects:
+      hint = (
+        f"; the file looks 1-based (indices run {items.min()}..{items.max()}), but odd_last files are 0-based"
+      )
+    raise DataError(
+      path,
+      f"object index {items[r][bad[r]][0]} out of range [0, {n_objects}){hint}",
+      row=_data_row_to_line(path, r),
+    )
+  _check_distinct(path, items)
+  return aggregate_responses(items, np.full(len(items), 2), source=os.fspath(path))
+
+
+def read_noise_ceiling_format(
+  path: str | os.PathLike,
+  n_objects: int = things.N_OBJECTS,
+  sortindex: np.ndarray | None = None,
+) -> HumanTriplets:
+  """Reads `obj1 obj2 obj3 choice subject` rows (1-based raw-order objects, 1-based choice)."""
+  table = read_int_table(path, 5)
+  objects, choice = table[:, :3], table[:, 3]
+  if (objects == 0).any():
+    r = int(np.argmax((objects == 0).any(axis=1)))
+    raise DataError(
+      path,
+      "object index 0 in a 1-based column: objects of the noise-ceiling format are 1-based "
+      "(was a 0-based file given as things_noise_ceiling?)",
+      row=_data_row_to_line(path, r),
+    )
+  bad = (objects < 1) | (objects > n_objects)
+  if bad.any():
+    r = int(np.argmax(bad.any(axis=1)))
+    raise DataError(
+      path,
+      f"object index {objects[r][bad[r]][0]} out of range [1, {n_objects}]",
+      row=_data_row_to_line(path, r),
+    )
+  bad_choice = (choice < 1) | (choice > 3)
+  if bad_choice.any():
+    r = int(np.argmax(bad_choice))
+    raise DataError(
+      path,
+      f"choice {choice[r]} is not a position 1, 2 or 3 of the odd-one-out",
+      row=_data_row_to_line(path, r),
+    )
+  _check_distinct(path, objects)
+  raw = objects - 1
+  if n_objects == things.N_OBJECTS:
+    sorted_items = things.raw_to_sorted(raw, sortindex)
+  elif sortindex is not None:
+    sorted_items = np.argsort(sortindex)[raw]
+  else:
+    raise ValueError(f"{path}: raw-order objects need a sortindex for a set of {n_objects} objects")
+  return aggregate_responses(sorted_items, choice - 1, source=os.fspath(path))
+
+
+def read_triplets(
+  path: str | os.PathLike,
+  format: TripletFormat = "odd_last",
+  n_objects: int = things.N_OBJECTS,
+  sortindex: np.ndarray | None = None,
+) -> HumanTriplets:
+  """Reads a human triplet file of either format into a `HumanTriplets`."""
+  if format == "odd_last":
+    return read_odd_last(path, n_objects)
+  if format == "things_noise_ceiling":
+    return read_noise_ceiling_format(path, n_objects, sortindex)
+  raise ValueError(f"unknown triplet format {format!r}; expected one of {FORMATS}")
+
+
+def write_odd_last(path: str | os.PathLike, triplets: np.ndarray) -> None:
+  """Writes `i j k` lines (0-based, odd-one-out last), atomically."""
+  with atomic_path(path) as tmp:
+    np.savetxt(tmp, np.asarray(triplets, dtype=np.int64), fmt="%d")

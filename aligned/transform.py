@@ -1,0 +1,89 @@
+"""Affine transforms of embeddings, `z = ((x - mean) / std) @ W + b` (gLocal's and the teacher's).
+
+On disk: a plain `.npz` with `weights` [d, d'], optional `bias` [d'], scalar `mean` and `std`, the
+gLocal format, so other tools can read our teachers and we can read theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from aligned.artifacts import save_npz
+from aligned.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineTransform:
+  weights: np.ndarray  # [d, d']
+  bias: np.ndarray  # [d']
+  mean: float
+  std: float
+
+  @property
+  def in_features(self) -> int:
+    return self.weights.shape[0]
+
+  @property
+  def out_features(self) -> int:
+    return self.weights.shape[1]
+
+  def params(self) -> dict:
+    """As a pytree of arrays, for `apply_affine` under jit."""
+    return {"weights": self.weights, "bias": self.bias, "mean": self.mean, "std": self.std}
+
+  def __call__(self, x, source: str | os.PathLike = "<embeddings>"):
+    """Applies the transform to [..., d] embeddings (a DataError on a feature mismatch)."""
+    if x.shape[-1] != self.in_features:
+      raise DataError(
+        source,
+        f"embeddings have {x.shape[-1]} features but the transform expects {self.in_features}",
+      )
+    return apply_affine(self.params(), x)
+
+
+def apply_affine(params: dict, x: jnp.ndarray) -> jnp.ndarray:
+  """((x - mean) / std) @ weights + bias, [..., d] -> [..., d']."""
+  return ((x - params["mean"]) / params["std"]) @ params["weights"] + params["bias"]
+
+
+def load_transform(path: str | os.PathLike) -> AffineTransform:
+  """Reads a gLocal-format transform `.npz` (never unpickles) and checks it."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+  except ValueError as e:
+    raise DataError(path, f"not a plain-array .npz ({e})") from None
+  for key in ("weights", "mean", "std"):
+    if key not in arrays:
+      raise DataError(path, f"missing array {key!r}; found {sorted(arrays)}")
+  weights = arrays["weights"]
+  if weights.ndim != 2:
+    raise DataError(path, f"'weights' must be 2-D, got shape {weights.shape}")
+  bias = arrays.get("bias", np.zeros(weights.shape[1], weights.dtype))
+  if bias.shape != (weights.shape[1],):
+    raise DataError(path, f"'bias' has shape {bias.shape}; expected ({weights.shape[1]},)")
+  for key in ("mean", "std"):
+    if np.size(arrays[key]) != 1:
+      raise DataError(path, f"{key!r} must be a scalar, got shape {np.shape(arrays[key])}")
+  mean, std = float(arrays["mean"]), float(arrays["std"])
+  for name, value in (("weights", weights), ("bias", bias), ("mean", mean), ("std", std)):
+    if not np.isfinite(value).all():
+      raise DataError(path, f"{name!r} has non-finite values")
+  if std <= 0:
+    raise DataError(path, f"'std' must be positive, got {std}")
+  return AffineTransform(weights.astype(np.float32), bias.astype(np.float32), mean, std)
+
+
+def save_transform(path: str | os.PathLike, transform: AffineTransform) -> None:
+  """Writes the gLocal format, atomically."""
+  save_npz(
+    path,
+    weights=np.asarray(transform.weights, np.float32),
+    bias=np.asarray(transform.bias, np.float32),
+    mean=np.float32(transform.mean),
+    std=np.float32(transform.std),
+  )
