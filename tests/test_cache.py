@@ -1,0 +1,66 @@
+"""The data folder and the downloader (offline: file:// and installed-wheel origins)."""
+
+import hashlib
+
+import pytest
+
+from aligned.data import cache
+from aligned.errors import DataError
+from tests.conftest import SHARED_DATA
+
+
+def test_manifest_matches_the_shared_one_and_the_shared_files_verify(data_dir):
+  assert cache.MANIFEST.read_text() == (SHARED_DATA / "MANIFEST.tsv").read_text()
+  entries = cache.read_manifest()
+  assert len(entries) == 21
+  status = cache.verify(SHARED_DATA)
+  assert set(status.values()) == {"ok"}, status
+
+
+def _entry(path, content: bytes, origin: str) -> cache.ManifestEntry:
+  return cache.ManifestEntry(path, len(content), hashlib.sha256(content).hexdigest(), origin, "test")
+
+
+def test_download_fetches_checks_and_skips(tmp_path):
+  source = tmp_path / "origin.txt"
+  source.write_bytes(b"1 2 3\n")
+  entry = _entry("things/x.txt", b"1 2 3\n", source.as_uri())
+  root = tmp_path / "cache"
+  assert cache.download(root, [entry], log=lambda _: None) == ["things/x.txt"]
+  assert (root / "things" / "x.txt").read_bytes() == b"1 2 3\n"
+  assert cache.download(root, [entry], log=lambda _: None) == []  # present and correct: skipped
+  (root / "things" / "x.txt").write_bytes(b"corrupt")
+  assert cache.verify(root, [entry]) == {"things/x.txt": "sha256 mismatch"}
+  assert cache.download(root, [entry], log=lambda _: None) == ["things/x.txt"]  # repaired
+
+
+def test_a_wrong_checksum_leaves_nothing_behind(tmp_path):
+  source = tmp_path / "origin.txt"
+  source.write_bytes(b"tampered")
+  entry = _entry("things/x.txt", b"original", source.as_uri())
+  with pytest.raises(DataError, match="sha256"):
+    cache.download(tmp_path / "cache", [entry], log=lambda _: None)
+  assert list((tmp_path / "cache" / "things").iterdir()) == []
+
+
+def test_wheel_origins_come_from_the_installed_package(tmp_path):
+  entries = [e for e in cache.read_manifest() if e.origin.startswith("wheel ")]
+  assert {e.path for e in entries} == {"imagenet2012/labels.txt", "imagenet2012/validation_labels.txt"}
+  assert sorted(cache.download(tmp_path, entries, log=lambda _: None)) == sorted(e.path for e in entries)
+  assert set(cache.verify(tmp_path, entries).values()) == {"ok"}
+
+
+def test_data_path_explains_a_missing_file(monkeypatch, tmp_path):
+  monkeypatch.setenv("ALIGNED_DATA", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="ALIGNED_DATA"):
+    cache.data_path("things/unique_id.txt")
+  monkeypatch.delenv("ALIGNED_DATA")
+  assert cache.data_dir() == cache.DEFAULT_CACHE.expanduser()
+
+
+def test_manifest_rows_are_checked(tmp_path):
+  bad = tmp_path / "m.tsv"
+  bad.write_text("path\tbytes\tsha256\torigin\tlicense\n../escape\t1\t" + "0" * 64 + "\tx\ty\n")
+  with pytest.raises(DataError, match="inside the data folder") as e:
+    cache.read_manifest(bad)
+  assert e.value.row == 2

@@ -1,0 +1,52 @@
+"""Embedding files: formats, object order, validation."""
+
+import numpy as np
+import pytest
+
+from aligned.data import embeddings, things
+from aligned.errors import DataError
+
+
+def test_txt_and_npy_load_identically_as_float32(tmp_path, data_dir):
+  spose = embeddings.load_embeddings(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  assert spose.shape == (1854, 49) and spose.dtype == np.float32
+  reference = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  np.testing.assert_allclose(spose, reference, rtol=1e-6)
+  embeddings.save_embeddings(tmp_path / "e.npy", spose)
+  np.testing.assert_array_equal(embeddings.load_embeddings(tmp_path / "e.npy"), spose)
+
+
+def test_raw_order_is_converted_to_sorted(tmp_path):
+  s = things.load_sortindex()
+  e_sorted = np.random.default_rng(0).normal(size=(1854, 3)).astype(np.float32)
+  e_raw = np.empty_like(e_sorted)
+  e_raw[s] = e_sorted  # so that e_sorted == e_raw[s]
+  np.save(tmp_path / "raw.npy", e_raw)
+  loaded = embeddings.load_embeddings(tmp_path / "raw.npy", order="raw")
+  np.testing.assert_array_equal(loaded, e_sorted)
+  assert not np.array_equal(e_raw, e_sorted)  # the orders really differ
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_name_the_object(tmp_path, bad):
+  e = np.ones((10, 4))
+  e[7, 2] = bad
+  np.save(tmp_path / "e.npy", e)
+  with pytest.raises(DataError, match=r"object 7 \(0-based\), feature 2"):
+    embeddings.load_embeddings(tmp_path / "e.npy")
+
+
+def test_bad_files_are_refused(tmp_path):
+  np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+  with pytest.raises(DataError, match="plain numeric"):
+    embeddings.load_embeddings(tmp_path / "obj.npy")
+  np.save(tmp_path / "flat.npy", np.ones(5))
+  with pytest.raises(DataError, match="2-D"):
+    embeddings.load_embeddings(tmp_path / "flat.npy")
+  (tmp_path / "ragged.txt").write_text("1 2 3\n4 5\n")
+  with pytest.raises(DataError, match="2 values") as e:
+    embeddings.load_embeddings(tmp_path / "ragged.txt")
+  assert e.value.row == 2
+  np.save(tmp_path / "short.npy", np.ones((10, 3)))
+  with pytest.raises(DataError, match="1854 rows"):
+    embeddings.load_embeddings(tmp_path / "short.npy", order="raw")
