@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Literal
 
 import numpy as np
@@ -116,64 +117,69 @@ def aggregate_responses(items: np.ndarray, odd_position: np.ndarray, source: str
 # ------------------------------------------------------------------------------------------------
 
 
-def _first_bad_line(path, n_columns: int) -> tuple[int, str]:
-  """Slow path for error messages: the first non-blank line that is not `n_columns` integers."""
+@dataclasses.dataclass(frozen=True)
+class IntTable:
+  """Rows of an integer text table with the 1-based file line of each row (for error messages)."""
+
+  values: np.ndarray  # [rows, columns] int64
+  lines: np.ndarray  # [rows] 1-based line numbers
+
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_INTEGER_CHARS = _WHITESPACE.copy()
+_INTEGER_CHARS[[ord(c) for c in "0123456789+-"]] = True
+
+
+def read_int_table(path: str | os.PathLike, n_columns: int) -> IntTable:
+  """Reads a whitespace/tab-separated integer table; a DataError names the first bad line.
+
+  Vectorised over bytes (a 4.7 M-line file takes 2-3 s here): every line is checked to have
+  exactly `n_columns` fields, so a short line followed by a long one cannot re-split silently.
+  """
   with open(path, "rb") as f:
-    for row, raw in enumerate(f, start=1):
-      fields = raw.split()
-      if not fields:
-        continue
-      if len(fields) != n_columns:
-        return row, f"expected {n_columns} integer columns, found {len(fields)}: {raw.strip()[:80]!r}"
-      for field in fields:
-        try:
-          int(field)
-        except ValueError:
-          return row, f"{field.decode(errors='replace')!r} is not an integer"
-  return 0, "unparseable"
-
-
-def _data_row_to_line(path, data_row: int) -> int:
-  """1-based file line of the `data_row`-th (0-based) non-blank line."""
-  seen = -1
-  with open(path, "rb") as f:
-    for row, raw in enumerate(f, start=1):
-      if raw.strip():
-        seen += 1
-        if seen == data_row:
-          return row
-  return 0
-
-
-def read_int_table(path: str | os.PathLike, n_columns: int) -> np.ndarray:
-  """Reads a whitespace/tab-separated integer table, fast; a DataError names the first bad row."""
-  with open(path, "rb") as f:
-    text = f.read()
-  tokens = text.split()
-  n_rows = sum(1 for line in text.splitlines() if line.strip())
-  if n_rows == 0:
+    text = f.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+  chars = np.frombuffer(text, dtype=np.uint8)
+  space = _WHITESPACE[chars]
+  field_start = ~space & np.concatenate([[True], space[:-1]])
+  line_starts = np.concatenate([[0], np.flatnonzero(chars == ord("\n")) + 1])
+  line_starts = line_starts[line_starts < len(chars)]  # no empty last line after the final newline
+  fields_per_line = np.add.reduceat(field_start, line_starts, dtype=np.int64) if len(chars) else np.zeros(0)
+  data_lines = np.flatnonzero(fields_per_line)
+  if len(data_lines) == 0:
     raise DataError(path, "no rows")
-  if len(tokens) != n_rows * n_columns:
-    raise DataError(path, *_first_bad_line(path, n_columns)[::-1])
-  try:
-    values = np.array(tokens).astype(np.int64)
-  except ValueError:
-    raise DataError(path, *_first_bad_line(path, n_columns)[::-1]) from None
-  return values.reshape(n_rows, n_columns)
+
+  def line_text(i: int) -> str:
+    return text.split(b"\n")[i].strip()[:80].decode(errors="replace")
+
+  wrong = fields_per_line[data_lines] != n_columns
+  if wrong.any():
+    i = int(data_lines[np.argmax(wrong)])
+    raise DataError(
+      path, f"expected {n_columns} integer columns, found {fields_per_line[i]}: {line_text(i)!r}", row=i + 1
+    )
+  values = np.fromstring(text, dtype=np.int64, sep=" ") if _INTEGER_CHARS[chars].all() else None
+  if values is None or len(values) != len(data_lines) * n_columns:
+    lines = text.split(b"\n")
+    for i in data_lines:  # slow path, only to name the bad token
+      for token in lines[i].split():
+        if not re.fullmatch(rb"[+-]?[0-9]+", token):
+          raise DataError(path, f"{token.decode(errors='replace')!r} is not an integer", row=int(i) + 1)
+    raise DataError(path, "unparseable integer table")
+  return IntTable(values.reshape(len(data_lines), n_columns), data_lines + 1)
 
 
-def _check_distinct(path, items: np.ndarray) -> None:
+def _check_distinct(path, items: np.ndarray, lines: np.ndarray) -> None:
   repeated = (items[:, 0] == items[:, 1]) | (items[:, 0] == items[:, 2]) | (items[:, 1] == items[:, 2])
   if repeated.any():
     r = int(np.argmax(repeated))
-    raise DataError(
-      path, f"object repeated inside triplet {items[r].tolist()}", row=_data_row_to_line(path, r)
-    )
+    raise DataError(path, f"object repeated inside triplet {items[r].tolist()}", row=int(lines[r]))
 
 
 def read_odd_last(path: str | os.PathLike, n_objects: int = things.N_OBJECTS) -> HumanTriplets:
   """Reads an `i j k` file (0-based, sorted order, odd-one-out last)."""
-  items = read_int_table(path, 3)
+  table = read_int_table(path, 3)
+  items, lines = table.values, table.lines
   bad = (items < 0) | (items >= n_objects)
   if bad.any():
     r = int(np.argmax(bad.any(axis=1)))
@@ -185,9 +191,9 @@ def read_odd_last(path: str | os.PathLike, n_objects: int = things.N_OBJECTS) ->
     raise DataError(
       path,
       f"object index {items[r][bad[r]][0]} out of range [0, {n_objects}){hint}",
-      row=_data_row_to_line(path, r),
+      row=int(lines[r]),
     )
-  _check_distinct(path, items)
+  _check_distinct(path, items, lines)
   return aggregate_responses(items, np.full(len(items), 2), source=os.fspath(path))
 
 
@@ -198,14 +204,14 @@ def read_noise_ceiling_format(
 ) -> HumanTriplets:
   """Reads `obj1 obj2 obj3 choice subject` rows (1-based raw-order objects, 1-based choice)."""
   table = read_int_table(path, 5)
-  objects, choice = table[:, :3], table[:, 3]
+  objects, choice, lines = table.values[:, :3], table.values[:, 3], table.lines
   if (objects == 0).any():
     r = int(np.argmax((objects == 0).any(axis=1)))
     raise DataError(
       path,
       "object index 0 in a 1-based column: objects of the noise-ceiling format are 1-based "
       "(was a 0-based file given as things_noise_ceiling?)",
-      row=_data_row_to_line(path, r),
+      row=int(lines[r]),
     )
   bad = (objects < 1) | (objects > n_objects)
   if bad.any():
@@ -213,7 +219,7 @@ def read_noise_ceiling_format(
     raise DataError(
       path,
       f"object index {objects[r][bad[r]][0]} out of range [1, {n_objects}]",
-      row=_data_row_to_line(path, r),
+      row=int(lines[r]),
     )
   bad_choice = (choice < 1) | (choice > 3)
   if bad_choice.any():
@@ -221,9 +227,9 @@ def read_noise_ceiling_format(
     raise DataError(
       path,
       f"choice {choice[r]} is not a position 1, 2 or 3 of the odd-one-out",
-      row=_data_row_to_line(path, r),
+      row=int(lines[r]),
     )
-  _check_distinct(path, objects)
+  _check_distinct(path, objects, lines)
   raw = objects - 1
   if n_objects == things.N_OBJECTS:
     sorted_items = things.raw_to_sorted(raw, sortindex)
