@@ -169,8 +169,13 @@ def choice_entropy(log_probs: jax.Array) -> jax.Array:
 
 
 def probs_entropy(probs: jax.Array) -> jax.Array:
-  """Entropy (nats) of per-triplet choice probabilities (e.g. human choice proportions), [*b, 3] -> [*b]."""
-  return choice_entropy(_target_log_probs(None, probs))
+  """Entropy (nats) of choice probabilities (e.g. human choice proportions), [*b, 3] -> [*b].
+
+  Differentiable in `probs`, with 0 log 0 = 0 and finite gradients at exact zeros.
+  """
+  has_mass = probs > 0
+  safe = jnp.where(has_mass, probs, 1.0)
+  return -jnp.sum(jnp.where(has_mass, safe * jnp.log(safe), 0.0), axis=-1)
 
 
 # ------------------------------------------------------------------------------------------------
