@@ -23,7 +23,7 @@ data: $(BIN)/.runtime
 	$(BIN)/python -m experiments.download_data
 
 demo: data
-	$(BIN)/python -m experiments.evaluate --config=configs/evaluate.py --workdir=runs/demo
+	$(BIN)/python -m experiments.evaluate --config=configs/evaluate.py:spose --workdir=runs/demo
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .

@@ -1,12 +1,15 @@
 """Evaluate embeddings on human odd-one-out triplets (and a human similarity matrix).
 
-Run (the README's main job; SPoSE 49-d on the 2,171 real human THINGS triplets and RDM48):
-  python -m experiments.evaluate --config=configs/evaluate.py --workdir=runs/evaluate
-Expected: accuracy 65.73 %, 2,171 triplets and responses, no noise ceiling (one response each).
+Your embeddings:
+  python -m experiments.evaluate --config=configs/evaluate.py --config.embeddings=E.npy \
+    --config.triplets=FILE [--config.triplets_format=things_noise_ceiling] [--config.rsm=RDM.mat \
+    --config.rsm_objects=objects.csv] --workdir=W
 
-Variants (`--config=configs/evaluate.py:VARIANT`):
-  spose   (default) the SPoSE 49-d embedding, a model fit to human triplets: the human-level reference.
-  custom  no inputs set: give --config.embeddings and --config.triplets yourself.
+Variant `spose` (the README's main job): the SPoSE 49-d embedding, a model fit to human triplets, on
+the 2,171 real human THINGS triplets and the human RDM48:
+  python -m experiments.evaluate --config=configs/evaluate.py:spose --workdir=runs/demo
+Expected: accuracy 65.73 %, 2,171 triplets and responses, no noise ceiling (one response each),
+RSA Spearman 0.87.
 Any field can be overridden, e.g. --config.similarity=cosine --config.embeddings_order=raw.
 """
 
@@ -15,7 +18,8 @@ import ml_collections
 from aligned.data.cache import data_dir
 
 
-def get_config(variant: str = "spose") -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """variant: "" (inputs from the command line) or "spose"."""
   config = ml_collections.ConfigDict()
   config.embeddings = ""  # [objects, features] .npy (no pickles) or whitespace text
   config.embeddings_order = "sorted"  # the file's row order: sorted | raw (THINGS)
@@ -34,6 +38,6 @@ def get_config(variant: str = "spose") -> ml_collections.ConfigDict:
     config.triplets = str(things / "2171trials_humans.txt")
     config.rsm = str(things / "RDM48_triplet.mat")
     config.rsm_objects = str(things / "spose_embedding66d_rescaled_48val_reordered.csv")
-  elif variant != "custom":
-    raise ValueError(f"unknown variant {variant!r}; expected spose or custom")
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r}; expected spose or none")
   return config

@@ -2,7 +2,7 @@
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from aligned.errors import DataError
@@ -14,6 +14,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/evaluate", "where config.json an
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # keep the table readable (no backend-probing chatter)
   try:
     results = evaluate(_CONFIG.value, _WORKDIR.value)
   except (DataError, FileNotFoundError, ValueError) as e:

@@ -14,14 +14,8 @@ from configs import evaluate as evaluate_config
 from tests.conftest import REPO
 
 
-def _run(workdir, *overrides):
-  command = [
-    sys.executable,
-    "-m",
-    "experiments.evaluate",
-    "--config=configs/evaluate.py",
-    f"--workdir={workdir}",
-  ]
+def _run(workdir, *overrides, config="configs/evaluate.py:spose"):
+  command = [sys.executable, "-m", "experiments.evaluate", f"--config={config}", f"--workdir={workdir}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run(
     [*command, *overrides], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
@@ -39,6 +33,22 @@ def test_spose_on_the_2171_human_triplets_via_the_command_line(tmp_path):
   assert results["rsm_n_objects"] == 48 and results["rsa_spearman"] > 0.8
   assert json.loads((tmp_path / "config.json").read_text())["similarity"] == "dot"
   assert "65.73 %" in done.stdout
+
+
+def test_plain_config_takes_inputs_from_flags_and_adds_rsa_only_when_asked(tmp_path, data_dir):
+  embeddings = data_dir / "things" / "spose_embedding_49d_sorted.txt"
+  triplets = data_dir / "things" / "2171trials_humans.txt"
+  done = _run(tmp_path / "a", config="configs/evaluate.py")
+  assert done.returncode == 2 and "--config.embeddings" in done.stderr
+  done = _run(
+    tmp_path / "b",
+    f"--config.embeddings={embeddings}",
+    f"--config.triplets={triplets}",
+    config="configs/evaluate.py",
+  )
+  assert done.returncode == 0, done.stderr
+  results = json.loads((tmp_path / "b" / "results.json").read_text())
+  assert results["accuracy"] == pytest.approx(0.6573, abs=5e-5) and "rsa_spearman" not in results
 
 
 def _config(**overrides):
