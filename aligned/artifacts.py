@@ -57,3 +57,28 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
   with atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
       np.save(f, np.asarray(array), allow_pickle=False)
+
+
+class MetricsLog:
+  """`metrics.jsonl`: one JSON object per line (a step, an evaluation), flushed as written.
+
+  A new run truncates the file, so it never mixes the lines of two runs.
+  """
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = pathlib.Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._file = open(self.path, "w")
+
+  def write(self, record: dict) -> None:
+    self._file.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

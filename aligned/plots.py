@@ -1,0 +1,36 @@
+"""Plots of run artifacts (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from aligned.artifacts import atomic_path  # noqa: E402
+
+
+def plot_cv_curve(summary: list[dict], best: dict, path: str | os.PathLike, title: str = "") -> None:
+  """Mean validation loss and accuracy against lambda, one line per learning rate."""
+  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+  for lr in sorted({row["learning_rate"] for row in summary}):
+    rows = sorted((r for r in summary if r["learning_rate"] == lr), key=lambda r: r["lam"])
+    lams = [max(r["lam"], 1e-12) for r in rows]
+    loss_axis.plot(lams, [r["val_loss"] for r in rows], "o-", label=f"lr {lr:g}")
+    accuracy_axis.plot(lams, [100 * r["val_accuracy"] for r in rows], "o-", label=f"lr {lr:g}")
+  loss_axis.axvline(
+    max(best["lam"], 1e-12), color="gray", linestyle="--", label=f"chosen lambda {best['lam']:g}"
+  )
+  for axis, label in ((loss_axis, "validation loss"), (accuracy_axis, "validation accuracy (%)")):
+    axis.set_xscale("log")
+    axis.set_xlabel("lambda")
+    axis.set_ylabel(label)
+    axis.grid(alpha=0.3)
+  loss_axis.legend()
+  figure.suptitle(title or "teacher cross-validation (object-disjoint folds)")
+  figure.tight_layout()
+  with atomic_path(path) as tmp:
+    figure.savefig(tmp, format="png", dpi=120)
+  plt.close(figure)

@@ -1,0 +1,169 @@
+"""The teacher: an affine transform of frozen embeddings fit to human odd-one-out choices.
+
+    z = ((x - mean) / std) @ W + b,   s_ij = z_i . z_j  (or cosine),   p = softmax(s / T)
+
+`mean` and `std` are scalars over the training objects' embeddings (as gLocal), constants of the fit.
+The trainable parameters are `weights` W [d, d], `bias` b [d] and `log_temperature` (T = exp).
+Everything here is a pure function of (params, data); `optimize.py` runs it.
+
+Objectives (per triplet, reduced by per-triplet weights):
+- "hard": cross-entropy of the human responses, -sum_k c_k log p_k / sum_k c_k. With one response per
+  triplet this is the hard-label cross-entropy of the pair judged most similar. T is fixed at 1.
+- "distill" (uncertainty distillation): KL(p_human || p_model) to the per-triplet human choice
+  distribution, fitting T too, so that the teacher is as uncertain as people where they disagree.
+Regularisers: "identity", lambda ||W - mean(diag W) I||_F^2 (keeps the backbone's local structure),
+or "l2", lambda ||W||_F^2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aligned import odd_one_out
+from aligned.transform import AffineTransform, apply_affine
+
+Objective = Literal["hard", "distill"]
+Regularizer = Literal["identity", "l2"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TripletTargets:
+  """Training data for the teacher: index triplets with target choice distributions.
+
+  Attributes:
+    triplets: [n, 3] int32 object indices.
+    probs: [n, 3] float32 target probability of each pair [01, 02, 12] (response proportions,
+      or a model's soft choice distribution).
+    weights: [n] float32 per-triplet weight (e.g. number of responses; 0 for padding).
+  """
+
+  triplets: np.ndarray
+  probs: np.ndarray
+  weights: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.triplets)
+
+  def select(self, mask_or_index) -> TripletTargets:
+    return TripletTargets(
+      self.triplets[mask_or_index], self.probs[mask_or_index], self.weights[mask_or_index]
+    )
+
+  @classmethod
+  def from_counts(cls, triplets: np.ndarray, counts: np.ndarray) -> TripletTargets:
+    """Response counts -> proportions, weighted by the number of responses."""
+    n = counts.sum(axis=1, keepdims=True)
+    return cls(np.asarray(triplets, np.int32), (counts / n).astype(np.float32), n[:, 0].astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparams:
+  objective: Objective = "distill"
+  regularizer: Regularizer = "identity"
+  lam: float = 1e-3
+  learning_rate: float = 1e-2
+  similarity: odd_one_out.Similarity = "dot"
+
+  @property
+  def fit_temperature(self) -> bool:
+    return self.objective == "distill"
+
+
+def standardization(x: np.ndarray) -> tuple[float, float]:
+  """Scalar mean and std over all entries of the (training objects') embeddings, as gLocal."""
+  x = np.asarray(x, np.float64)
+  return float(x.mean()), float(x.std())
+
+
+def init_params(d: int, init_scale: float | None = None) -> dict:
+  """W = init_scale * I (default 1 / sqrt(d), so initial similarities are O(1)), b = 0, T = 1."""
+  scale = d**-0.5 if init_scale is None else init_scale
+  return {
+    "weights": jnp.eye(d, dtype=jnp.float32) * scale,
+    "bias": jnp.zeros((d,), jnp.float32),
+    "log_temperature": jnp.zeros((), jnp.float32),
+  }
+
+
+def transformed(params: dict, x: jax.Array, mean: float, std: float) -> jax.Array:
+  """z = ((x - mean) / std) @ W + b for [..., d] embeddings."""
+  return apply_affine({"weights": params["weights"], "bias": params["bias"], "mean": mean, "std": std}, x)
+
+
+def temperature(params: dict, hparams: Hyperparams) -> jax.Array:
+  if hparams.fit_temperature:
+    return jnp.exp(params["log_temperature"])
+  return jnp.ones((), jnp.float32)
+
+
+def regularization(weights: jax.Array, kind: Regularizer) -> jax.Array:
+  """||W - mean(diag W) I||_F^2 ("identity") or ||W||_F^2 ("l2")."""
+  if kind == "identity":
+    if weights.shape[0] != weights.shape[1]:
+      raise ValueError(f"the identity regulariser needs a square W, got {weights.shape}")
+    return jnp.sum((weights - jnp.mean(jnp.diag(weights)) * jnp.eye(weights.shape[0])) ** 2)
+  if kind == "l2":
+    return jnp.sum(weights**2)
+  raise ValueError(f"unknown regularizer {kind!r}; expected 'identity' or 'l2'")
+
+
+def per_triplet_loss(sims: jax.Array, probs: jax.Array, temp: jax.Array, objective: Objective) -> jax.Array:
+  """[b, 3] model similarities, [b, 3] targets -> [b] loss, through the foundation kernels."""
+  if objective == "hard":
+    return -jnp.sum(probs * odd_one_out.choice_log_probs(sims, temp), axis=-1)
+  if objective == "distill":
+    return odd_one_out.kl_divergence(sims, target_probs=probs, temperature=temp)
+  raise ValueError(f"unknown objective {objective!r}; expected 'hard' or 'distill'")
+
+
+def _normalize_if_cosine(z: jax.Array, similarity: str) -> jax.Array:
+  if similarity == "cosine":
+    return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  return z
+
+
+def data_loss_sums_matrix(
+  params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams
+) -> tuple[jax.Array, jax.Array]:
+  """Few objects: S = Z Z^T once, then three gathers per triplet. Returns (sum w * loss, sum w)."""
+  z = _normalize_if_cosine(transformed(params, x, mean, std), hparams.similarity)
+  sims = odd_one_out.pair_similarities_from_matrix(z @ z.T, batch["triplets"])
+  loss = per_triplet_loss(sims, batch["probs"], temperature(params, hparams), hparams.objective)
+  return jnp.sum(loss * batch["weights"]), jnp.sum(batch["weights"])
+
+
+def data_loss_sums_chunked(
+  params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams, chunk: int
+) -> tuple[jax.Array, jax.Array]:
+  """Many objects: `lax.scan` over chunks of triplets, gathering [chunk, 3, d] rows at a time.
+
+  Never materialises [n, 3, d] for all triplets; the batch length must be a multiple of `chunk`.
+  """
+  temp = temperature(params, hparams)
+  chunks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), batch)
+
+  def body(carry, piece):
+    rows = x[piece["triplets"]]  # [chunk, 3, d]
+    z = transformed(params, rows, mean, std)
+    sims = odd_one_out.pair_similarities(z, hparams.similarity)
+    loss = per_triplet_loss(sims, piece["probs"], temp, hparams.objective)
+    return (carry[0] + jnp.sum(loss * piece["weights"]), carry[1] + jnp.sum(piece["weights"])), None
+
+  zero = jnp.zeros((), jnp.float32)
+  (total, weight), _ = jax.lax.scan(jax.checkpoint(body), (zero, zero), chunks)
+  return total, weight
+
+
+def to_transform(
+  params: dict, mean: float, std: float, hparams: Hyperparams
+) -> tuple[AffineTransform, float]:
+  """The fitted teacher as a gLocal-format transform plus its temperature."""
+  transform = AffineTransform(
+    np.asarray(params["weights"], np.float32), np.asarray(params["bias"], np.float32), mean, std
+  )
+  return transform, float(temperature(params, hparams))
