@@ -147,16 +147,17 @@ def data_loss_sums_chunked(
   temp = temperature(params, hparams)
   chunks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), batch)
 
-  def body(carry, piece):
+  def body(_, piece):
     rows = x[piece["triplets"]]  # [chunk, 3, d]
     z = transformed(params, rows, mean, std)
     sims = odd_one_out.pair_similarities(z, hparams.similarity)
     loss = per_triplet_loss(sims, piece["probs"], temp, hparams.objective)
-    return (carry[0] + jnp.sum(loss * piece["weights"]), carry[1] + jnp.sum(piece["weights"])), None
+    return None, (jnp.sum(loss * piece["weights"]), jnp.sum(piece["weights"]))
 
-  zero = jnp.zeros((), jnp.float32)
-  (total, weight), _ = jax.lax.scan(jax.checkpoint(body), (zero, zero), chunks)
-  return total, weight
+  # Per-chunk sums as scan outputs (no carry); rematerialised in the backward pass, so memory stays
+  # at one chunk's activations.
+  _, (totals, weights) = jax.lax.scan(jax.checkpoint(body), None, chunks)
+  return jnp.sum(totals), jnp.sum(weights)
 
 
 def to_transform(

@@ -86,10 +86,24 @@ class Fitter:
   # -- Loss ------------------------------------------------------------------------------------
 
   def _data_sums(self, params, x, batch):
-    if self.path == "matrix":
-      return model.data_loss_sums_matrix(params, x, self.mean, self.std, batch, self.hparams)
-    return model.data_loss_sums_chunked(
-      params, x, self.mean, self.std, batch, self.hparams, self.options.chunk
+    """(sum of w * loss, sum of w) over the global batch.
+
+    Each device works on its own shard of triplets (`shard_map`), with the replicated parameters and
+    embeddings; only the two scalars are summed across devices (and, in the backward pass, the
+    parameter gradients), never the triplets or the [n, n] similarity matrix.
+    """
+
+    def local(params, x, batch):
+      if self.path == "matrix":
+        total, weight = model.data_loss_sums_matrix(params, x, self.mean, self.std, batch, self.hparams)
+      else:
+        total, weight = model.data_loss_sums_chunked(
+          params, x, self.mean, self.std, batch, self.hparams, self.options.chunk
+        )
+      return jax.lax.psum(total, "data"), jax.lax.psum(weight, "data")
+
+    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P("data")), out_specs=(P(), P()))(
+      params, x, batch
     )
 
   def _loss_fn(self, params, x, batch):
@@ -146,6 +160,9 @@ class Fitter:
         batch = self.place(data.select(order[cursor : cursor + self.options.batch_size]))
         cursor += self.options.batch_size
       params, opt_state, loss, data_loss = self._step(params, opt_state, self.x, batch)
+      # One step in flight at a time. A step is a large batch, so this costs little, and the CPU
+      # runtime can deadlock when steps of several simulated devices queue up behind a collective.
+      loss.block_until_ready()
       if step % self.options.log_every == 0 or step == self.options.steps:
         record = {"step": step, "loss": float(loss), "data_loss": float(data_loss)}
         if not np.isfinite(record["loss"]):

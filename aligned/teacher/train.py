@@ -84,6 +84,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
   workdir = pathlib.Path(workdir)
   if not config.embeddings:
     raise ValueError("set --config.embeddings to the [objects, features] embeddings to align")
+  points = cross_validation.grid(config.lambdas, config.learning_rates)
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
   start = time.perf_counter()
@@ -109,7 +110,6 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
   def make_fitter(x_, mean, std, hparams):
     return Fitter(x_, mean, std, hparams, options, mesh)
 
-  points = cross_validation.grid(config.lambdas, config.learning_rates)
   with artifacts.MetricsLog(workdir / "metrics.jsonl") as log:
 
     def on_cv_row(row):

@@ -1,0 +1,318 @@
+"""The teacher: loss pieces against references, both paths, a problem with a known optimum, CV, data."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from aligned import odd_one_out
+from aligned.teacher import cross_validation, model, standin
+from aligned.teacher.model import Hyperparams, TripletTargets
+from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
+from aligned.transform import load_transform
+from tests.conftest import REPO
+
+
+def _problem(n_objects=60, d=6, n_triplets=3000, seed=0, temperature=0.7):
+  """Random embeddings, a random true transform and its soft choice distributions (known optimum)."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n_objects, d)).astype(np.float32)
+  true_w = rng.normal(size=(d, d)).astype(np.float32) / np.sqrt(d)
+  triplets = standin.sample_triplets(n_objects, n_triplets, seed)
+  z = x @ true_w
+  sims = np.asarray(odd_one_out.pair_similarities(z[triplets]))
+  probs = np.asarray(odd_one_out.choice_probs(sims, temperature), np.float32)
+  return x, TripletTargets(triplets, probs, np.ones(n_triplets, np.float32))
+
+
+def test_regularizers_match_numpy():
+  w = np.random.default_rng(0).normal(size=(5, 5))
+  expected = np.sum((w - np.mean(np.diag(w)) * np.eye(5)) ** 2)
+  assert float(model.regularization(jnp.asarray(w), "identity")) == pytest.approx(expected, rel=1e-5)
+  assert float(model.regularization(jnp.asarray(3.0 * np.eye(5)), "identity")) == 0.0
+  assert float(model.regularization(jnp.asarray(w), "l2")) == pytest.approx(np.sum(w**2), rel=1e-5)
+  with pytest.raises(ValueError, match="square"):
+    model.regularization(jnp.ones((3, 4)), "identity")
+
+
+def test_objectives_are_the_foundation_kernels():
+  rng = np.random.default_rng(1)
+  sims = jnp.asarray(rng.normal(size=(20, 3)), jnp.float32)
+  labels = rng.integers(0, 3, size=20)
+  one_hot = jnp.asarray(np.eye(3)[labels], jnp.float32)
+  hard = model.per_triplet_loss(sims, one_hot, jnp.float32(1.0), "hard")
+  np.testing.assert_allclose(hard, odd_one_out.hard_label_cross_entropy(sims, labels), rtol=1e-6)
+  soft = jnp.asarray(rng.dirichlet(np.ones(3), size=20), jnp.float32)
+  distill = model.per_triplet_loss(sims, soft, jnp.float32(0.5), "distill")
+  np.testing.assert_allclose(
+    distill, odd_one_out.kl_divergence(sims, target_probs=soft, temperature=0.5), rtol=1e-6
+  )
+  # Cross-entropy and KL differ by the (constant) target entropy.
+  hard_soft = model.per_triplet_loss(sims, soft, jnp.float32(0.5), "hard")
+  np.testing.assert_allclose(hard_soft - distill, odd_one_out.probs_entropy(soft), rtol=1e-5, atol=1e-6)
+
+
+def _batch(data):
+  return {
+    "triplets": jnp.asarray(data.triplets),
+    "probs": jnp.asarray(data.probs),
+    "weights": jnp.asarray(data.weights),
+  }
+
+
+@pytest.mark.parametrize("objective", ["hard", "distill"])
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_matrix_and_chunked_paths_agree_in_value_and_gradient(objective, similarity):
+  x, data = _problem(n_triplets=1000)
+  data = TripletTargets(
+    data.triplets, data.probs, np.random.default_rng(2).uniform(0.5, 2, 1000).astype(np.float32)
+  )
+  hparams = Hyperparams(objective=objective, similarity=similarity)
+  params = model.init_params(6)
+  params["weights"] = params["weights"] + 0.1 * jnp.asarray(
+    np.random.default_rng(3).normal(size=(6, 6)), jnp.float32
+  )
+  params["log_temperature"] = jnp.float32(0.3)
+  mean, std = model.standardization(x)
+
+  def matrix(p):
+    total, weight = model.data_loss_sums_matrix(p, jnp.asarray(x), mean, std, _batch(data), hparams)
+    return total / weight
+
+  def chunked(p):
+    total, weight = model.data_loss_sums_chunked(
+      p, jnp.asarray(x), mean, std, _batch(data), hparams, chunk=250
+    )
+    return total / weight
+
+  assert float(matrix(params)) == pytest.approx(float(chunked(params)), rel=1e-5)
+  g_matrix, g_chunked = jax.grad(matrix)(params), jax.grad(chunked)(params)
+  for key in params:
+    np.testing.assert_allclose(g_matrix[key], g_chunked[key], rtol=1e-4, atol=1e-6)
+  if objective == "hard":  # T is fixed at 1 for the hard objective
+    assert float(g_matrix["log_temperature"]) == 0.0
+  # A plain NumPy reference of the weighted mean loss.
+  z = ((x - mean) / std) @ np.asarray(params["weights"]) + np.asarray(params["bias"])
+  if similarity == "cosine":
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+  t = np.exp(0.3) if objective == "distill" else 1.0
+  s = (
+    np.stack([np.sum(z[data.triplets[:, a]] * z[data.triplets[:, b]], 1) for a, b in odd_one_out.PAIRS], 1)
+    / t
+  )
+  log_q = s - s.max(1, keepdims=True) - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+  ce = -(data.probs * log_q).sum(1)
+  per = ce if objective == "hard" else ce + (data.probs * np.log(data.probs)).sum(1)
+  assert float(matrix(params)) == pytest.approx(np.average(per, weights=data.weights), rel=1e-4)
+
+
+def test_loss_gradients_check_out():
+  x, data = _problem(n_objects=12, d=3, n_triplets=40)
+  with jax.enable_x64(True):
+    x64 = jnp.asarray(x, jnp.float64)
+    batch = {
+      k: jnp.asarray(v, jnp.float64 if k != "triplets" else jnp.int32) for k, v in _batch(data).items()
+    }
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init_params(3))
+    params["weights"] = params["weights"] + 0.2
+
+    def loss(weights, bias, log_t):
+      p = {"weights": weights, "bias": bias, "log_temperature": log_t}
+      total, weight = model.data_loss_sums_matrix(p, x64, 0.1, 1.3, batch, Hyperparams())
+      return total / weight + 0.01 * model.regularization(weights, "identity")
+
+    check_grads(loss, (params["weights"], params["bias"], params["log_temperature"]), order=2, modes=["rev"])
+
+
+def test_distillation_recovers_a_known_optimum():
+  """Targets come from an affine model: the fit must reach KL ~ 0 and reproduce the probabilities."""
+  x, data = _problem()
+  mean, std = model.standardization(x)
+  hparams = Hyperparams(objective="distill", lam=0.0, learning_rate=3e-2)
+  fitter = Fitter(x, mean, std, hparams, FitOptions(steps=800, log_every=800, init_scale=0.5), data_mesh())
+  params, history = fitter.fit(data)
+  start_kl = float(
+    model.data_loss_sums_matrix(model.init_params(6, 0.5), jnp.asarray(x), mean, std, _batch(data), hparams)[
+      0
+    ]
+  ) / len(data)
+  assert history[-1]["data_loss"] < 2e-3 < start_kl / 20
+  transform, temp = model.to_transform(params, mean, std, hparams)
+  sims = odd_one_out.pair_similarities(jnp.asarray(transform(x))[data.triplets])
+  np.testing.assert_allclose(np.asarray(odd_one_out.choice_probs(sims, temp)), data.probs, atol=0.05)
+
+
+def test_a_huge_identity_penalty_keeps_w_a_scaled_identity():
+  x, data = _problem()
+  mean, std = model.standardization(x)
+  fitter = Fitter(
+    x, mean, std, Hyperparams(lam=1e3, learning_rate=1e-2), FitOptions(steps=200, log_every=200), data_mesh()
+  )
+  params, _ = fitter.fit(data)
+  w = np.asarray(params["weights"])
+  off = w - np.mean(np.diag(w)) * np.eye(6)
+  assert np.abs(off).max() < 1e-2 * np.abs(np.diag(w)).mean()
+
+
+def test_object_disjoint_folds():
+  rng = np.random.default_rng(0)
+  triplets = standin.sample_triplets(300, 20000, 0)
+  folds = cross_validation.object_folds(300, 3, seed=5)
+  assert np.bincount(folds).tolist() == [100, 100, 100]
+  assert np.array_equal(folds, cross_validation.object_folds(300, 3, seed=5))
+  for f in range(3):
+    train, val = cross_validation.fold_masks(triplets, folds, f)
+    assert not (train & val).any()
+    assert (folds[triplets[val]] == f).all()
+    assert (folds[triplets[train]] != f).all()
+    # About 1/27 of random triplets lie inside one fold, 8/27 wholly outside it.
+    assert abs(val.mean() - 1 / 27) < 0.01 and abs(train.mean() - 8 / 27) < 0.02
+  with pytest.raises(ValueError, match="empty"):
+    cross_validation.grid([], [1e-2])
+  del rng
+
+
+def test_standin_triplets_and_labels(data_dir):
+  spose = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  exclude = np.loadtxt(data_dir / "things" / "2171trials_humans.txt", dtype=int)
+  soft = standin.standin_targets(spose, 30000, seed=3, exclude=exclude)
+  again = standin.standin_targets(spose, 30000, seed=3, exclude=exclude)
+  np.testing.assert_array_equal(soft.triplets, again.triplets)
+  keys = {tuple(sorted(t)) for t in soft.triplets.tolist()}
+  assert len(keys) == 30000  # unique unordered triples
+  assert not keys & {tuple(sorted(t)) for t in exclude.tolist()}
+  assert all(len(set(t)) == 3 for t in soft.triplets[:1000].tolist())
+  # Labels: softmax over the three SPoSE pair dot products.
+  t = soft.triplets[:50]
+  dots = np.stack([np.sum(spose[t[:, a]] * spose[t[:, b]], 1) for a, b in odd_one_out.PAIRS], 1)
+  expected = np.exp(dots - dots.max(1, keepdims=True))
+  np.testing.assert_allclose(soft.probs[:50], expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+  sampled = standin.standin_targets(spose, 30000, seed=3, responses=20, exclude=exclude)
+  np.testing.assert_array_equal(sampled.triplets, soft.triplets)
+  assert (sampled.weights == 20).all()
+  # 20 simulated people per triplet: their choice proportions scatter around the model's probabilities.
+  assert abs(float(np.mean(sampled.probs - soft.probs))) < 1e-3
+  assert 0.05 < float(np.mean(np.abs(sampled.probs - soft.probs))) < 0.15
+  with pytest.raises(ValueError, match="distinct"):
+    standin.sample_triplets(5, 11, 0)
+
+
+MULTI_DEVICE = textwrap.dedent(
+  """
+  import os, sys, numpy as np, jax
+  sys.path.insert(0, {repo!r})
+  from tests.test_teacher import _problem
+  from aligned.teacher import model
+  from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
+  assert len(jax.devices()) == 8
+  x, data = _problem(n_objects=40, d=5, n_triplets=1001)
+  mean, std = model.standardization(x)
+  out = {{}}
+  for path, chunk in (("matrix", 16384), ("chunked", 64)):
+    for n in (1, 8):
+      options = FitOptions(steps=50, log_every=50, path=path, chunk=chunk)
+      fitter = Fitter(x, mean, std, model.Hyperparams(lam=1e-2, learning_rate=1e-2), options, data_mesh(jax.devices()[:n]))
+      params, _ = fitter.fit(data)
+      out[path, n] = {{k: np.asarray(v) for k, v in params.items()}}
+  for path in ("matrix", "chunked"):
+    for k in out[path, 1]:
+      np.testing.assert_allclose(out[path, 1][k], out[path, 8][k], rtol=1e-4, atol=1e-5)
+      np.testing.assert_allclose(out[path, 1][k], out["matrix", 1][k], rtol=1e-3, atol=1e-4)
+  print("same fit on 1 and 8 devices")
+  """
+)
+
+
+def test_eight_simulated_devices_give_the_same_fit():
+  # 8 simulated devices on 2 cores: single-threaded Eigen keeps intra-op work from competing with
+  # the device threads that a collective waits for (the fit also keeps one step in flight).
+  flags = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+    [sys.executable, "-c", MULTI_DEVICE.format(repo=str(REPO))],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=REPO,
+    timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "same fit on 1 and 8 devices" in done.stdout
+
+
+def test_entry_point_improves_distorted_embeddings(tmp_path, data_dir):
+  """SPoSE seen through a random linear map loses accuracy; the teacher must win it back."""
+  spose = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  distortion = np.random.default_rng(0).normal(size=(49, 32)) * np.linspace(0.1, 2.0, 32)
+  np.save(tmp_path / "distorted.npy", (spose @ distortion).astype(np.float32))
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.teacher",
+    "--config=configs/teacher.py:smoke",
+    f"--config.embeddings={tmp_path / 'distorted.npy'}",
+    f"--workdir={tmp_path / 'w'}",
+  ]
+  done = subprocess.run(
+    command, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu")
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((tmp_path / "w" / "results.json").read_text())
+  evaluation = results["evaluations"][0]
+  assert evaluation["n_responses"] == 2171
+  assert evaluation["teacher_accuracy"] > evaluation["base_accuracy"] + 0.03
+  assert results["chosen"]["lam"] in (1e-2, 1.0) and len(results["cv_rows"]) == 2 * 2
+  assert (tmp_path / "w" / "plots" / "cv_curve.png").stat().st_size > 1000
+  lines = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  assert {line["event"] for line in lines} == {"cv", "fit", "final"}
+  transform = load_transform(tmp_path / "w" / "transform.npz")
+  assert transform.weights.shape == (32, 32)
+  with np.load(tmp_path / "w" / "transform.npz") as raw:
+    assert float(raw["temperature"]) == pytest.approx(results["temperature"], rel=1e-6)
+  # The evaluation entry point reads the teacher and agrees with the teacher's own report.
+  evaluate = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.evaluate",
+      f"--config.embeddings={tmp_path / 'distorted.npy'}",
+      f"--config.transform={tmp_path / 'w' / 'transform.npz'}",
+      f"--config.triplets={data_dir / 'things' / '2171trials_humans.txt'}",
+      f"--workdir={tmp_path / 'e'}",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert evaluate.returncode == 0, evaluate.stderr
+  evaluated = json.loads((tmp_path / "e" / "results.json").read_text())
+  assert evaluated["accuracy"] == pytest.approx(evaluation["teacher_accuracy"], abs=1e-9)
+
+
+def test_bad_teacher_input(tmp_path, data_dir):
+  from aligned.errors import DataError
+  from aligned.teacher.train import fit_teacher
+  from configs import teacher as teacher_config
+
+  config = teacher_config.get_config("smoke")
+  np.save(tmp_path / "small.npy", np.ones((100, 4), np.float32))
+  config.embeddings = str(tmp_path / "small.npy")
+  config.triplets = str(data_dir / "things" / "2171trials_humans.txt")
+  with pytest.raises(DataError, match="out of range"):  # the file uses objects beyond 100
+    fit_teacher(config, tmp_path / "a")
+  config.triplets = ""
+  with pytest.raises(DataError, match="1854"):  # the stand-in labels 1,854 objects
+    fit_teacher(config, tmp_path / "b")
+  config.lambdas = ()
+  config.embeddings = str(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  with pytest.raises(ValueError, match="grid is empty"):
+    fit_teacher(config, tmp_path / "c")
+  assert not (tmp_path / "c" / "transform.npz").exists()
