@@ -112,13 +112,46 @@ def regularization(weights: jax.Array, kind: Regularizer) -> jax.Array:
   raise ValueError(f"unknown regularizer {kind!r}; expected 'identity' or 'l2'")
 
 
-def per_triplet_loss(sims: jax.Array, probs: jax.Array, temp: jax.Array, objective: Objective) -> jax.Array:
-  """[b, 3] model similarities, [b, 3] targets -> [b] loss, through the foundation kernels."""
+def per_triplet_loss(
+  sims: jax.Array,
+  probs: jax.Array,
+  temp: jax.Array,
+  objective: Objective,
+  neg_entropy: jax.Array | None = None,
+) -> jax.Array:
+  """[b, 3] model similarities, [b, 3] targets -> [b] loss, through the foundation kernels.
+
+  `neg_entropy` ([b], sum_k p_k log p_k of the constant targets) may be precomputed once per
+  dataset: then KL(p || q) = neg_entropy + CE(p, q), which halves the logarithms in the hot loop.
+  """
   if objective == "hard":
     return -jnp.sum(probs * odd_one_out.choice_log_probs(sims, temp), axis=-1)
   if objective == "distill":
-    return odd_one_out.kl_divergence(sims, target_probs=probs, temperature=temp)
+    if neg_entropy is None:
+      return odd_one_out.kl_divergence(sims, target_probs=probs, temperature=temp)
+    return neg_entropy - jnp.sum(probs * odd_one_out.choice_log_probs(sims, temp), axis=-1)
   raise ValueError(f"unknown objective {objective!r}; expected 'hard' or 'distill'")
+
+
+def batch_arrays(data: TripletTargets, n_objects: int) -> dict:
+  """Host-side arrays of a batch, with per-dataset constants precomputed for the hot loop.
+
+  `pairs`: flat indices `i * n + j` of the three pairs into an [n, n] matrix (one gather each);
+  `neg_entropy`: sum_k p_k log p_k of the targets.
+  """
+  t = data.triplets.astype(np.int64)
+  pairs = np.stack(
+    [t[:, 0] * n_objects + t[:, 1], t[:, 0] * n_objects + t[:, 2], t[:, 1] * n_objects + t[:, 2]], 1
+  )
+  p = data.probs.astype(np.float64)
+  plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+  return {
+    "triplets": data.triplets.astype(np.int32),
+    "pairs": pairs.astype(np.int32 if n_objects**2 < 2**31 else np.int64),
+    "probs": data.probs.astype(np.float32),
+    "neg_entropy": plogp.sum(axis=1).astype(np.float32),
+    "weights": data.weights.astype(np.float32),
+  }
 
 
 def _normalize_if_cosine(z: jax.Array, similarity: str) -> jax.Array:
@@ -132,26 +165,31 @@ def data_loss_sums_matrix(
 ) -> tuple[jax.Array, jax.Array]:
   """Few objects: S = Z Z^T once, then three gathers per triplet. Returns (sum w * loss, sum w)."""
   z = _normalize_if_cosine(transformed(params, x, mean, std), hparams.similarity)
-  sims = odd_one_out.pair_similarities_from_matrix(z @ z.T, batch["triplets"])
-  loss = per_triplet_loss(sims, batch["probs"], temperature(params, hparams), hparams.objective)
+  sim_matrix = z @ z.T
+  if "pairs" in batch:  # precomputed flat pair indices: one 1-D gather per pair
+    sims = sim_matrix.reshape(-1)[batch["pairs"]]
+  else:
+    sims = odd_one_out.pair_similarities_from_matrix(sim_matrix, batch["triplets"])
+  temp = temperature(params, hparams)
+  loss = per_triplet_loss(sims, batch["probs"], temp, hparams.objective, batch.get("neg_entropy"))
   return jnp.sum(loss * batch["weights"]), jnp.sum(batch["weights"])
 
 
 def data_loss_sums_chunked(
   params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams, chunk: int
 ) -> tuple[jax.Array, jax.Array]:
-  """Many objects: `lax.scan` over chunks of triplets, gathering [chunk, 3, d] rows at a time.
+  """Many objects: Z once, then `lax.scan` over chunks of triplets gathering [chunk, 3, d] rows of Z.
 
-  Never materialises [n, 3, d] for all triplets; the batch length must be a multiple of `chunk`.
+  Never materialises [n_triplets, 3, d]; the batch length must be a multiple of `chunk`. Z costs one
+  [n, d] x [d, d] product per step, far less than transforming three rows per triplet.
   """
   temp = temperature(params, hparams)
+  z = _normalize_if_cosine(transformed(params, x, mean, std), hparams.similarity)
   chunks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), batch)
 
   def body(_, piece):
-    rows = x[piece["triplets"]]  # [chunk, 3, d]
-    z = transformed(params, rows, mean, std)
-    sims = odd_one_out.pair_similarities(z, hparams.similarity)
-    loss = per_triplet_loss(sims, piece["probs"], temp, hparams.objective)
+    sims = odd_one_out.pair_similarities(z[piece["triplets"]])  # dot of (normalised) rows
+    loss = per_triplet_loss(sims, piece["probs"], temp, hparams.objective, piece.get("neg_entropy"))
     return None, (jnp.sum(loss * piece["weights"]), jnp.sum(piece["weights"]))
 
   # Per-chunk sums as scan outputs (no carry); rematerialised in the backward pass, so memory stays

@@ -53,16 +53,14 @@ def choose_path(n_objects: int, path: Path) -> Literal["matrix", "chunked"]:
   return path
 
 
-def _pad(data: TripletTargets, multiple: int) -> dict:
+def _pad(data: TripletTargets, multiple: int) -> TripletTargets:
   """Pads to a multiple of `multiple` with weight-0 triplets (they contribute nothing)."""
-  n = len(data)
-  padded = -(-max(n, 1) // multiple) * multiple
-  extra = padded - n
-  return {
-    "triplets": np.concatenate([data.triplets, np.tile(np.array([[0, 1, 2]], np.int32), (extra, 1))]),
-    "probs": np.concatenate([data.probs, np.full((extra, 3), 1 / 3, np.float32)]),
-    "weights": np.concatenate([data.weights, np.zeros(extra, np.float32)]),
-  }
+  extra = -(-max(len(data), 1) // multiple) * multiple - len(data)
+  return TripletTargets(
+    np.concatenate([data.triplets, np.tile(np.array([[0, 1, 2]], np.int32), (extra, 1))]),
+    np.concatenate([data.probs, np.full((extra, 3), 1 / 3, np.float32)]),
+    np.concatenate([data.weights, np.zeros(extra, np.float32)]),
+  )
 
 
 class Fitter:
@@ -135,7 +133,10 @@ class Fitter:
   # -- Data placement -----------------------------------------------------------------------------
 
   def place(self, data: TripletTargets) -> dict:
-    return jax.device_put(_pad(data, self.multiple), self.sharded)
+    arrays = model.batch_arrays(_pad(data, self.multiple), len(self.x))
+    if self.path == "chunked":
+      del arrays["pairs"]  # no [n, n] matrix on this path
+    return jax.device_put(arrays, self.sharded)
 
   # -- Loop ---------------------------------------------------------------------------------------
 
