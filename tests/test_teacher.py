@@ -149,6 +149,20 @@ def test_distillation_recovers_a_known_optimum():
   np.testing.assert_allclose(np.asarray(odd_one_out.choice_probs(sims, temp)), data.probs, atol=0.05)
 
 
+def test_hard_labels_from_an_affine_model_are_learned():
+  """Hard choices of an affine model are linearly realisable: the fit must reproduce nearly all."""
+  x, data = _problem(n_triplets=2000)
+  labels = np.argmax(data.probs, axis=1)
+  hard = TripletTargets(data.triplets, np.eye(3, dtype=np.float32)[labels], data.weights)
+  mean, std = model.standardization(x)
+  hparams = Hyperparams(objective="hard", lam=0.0, learning_rate=3e-2)
+  fitter = Fitter(x, mean, std, hparams, FitOptions(steps=600, log_every=600, init_scale=0.5), data_mesh())
+  before = fitter.evaluate(model.init_params(6, 0.5), hard)["accuracy"]
+  params, _ = fitter.fit(hard)
+  assert fitter.evaluate(params, hard)["accuracy"] > 0.95 > before + 0.2
+  assert float(params["log_temperature"]) == 0.0  # T stays 1 for the hard objective
+
+
 def test_a_huge_identity_penalty_keeps_w_a_scaled_identity():
   x, data = _problem()
   mean, std = model.standardization(x)
