@@ -7,6 +7,7 @@ given human files -> `transform.npz`, `results.json`, `metrics.jsonl`, `plots/cv
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import time
@@ -21,6 +22,7 @@ from aligned.data import triplets as triplets_io
 from aligned.errors import DataError
 from aligned.evaluate import triplet_metrics, triplet_similarities
 from aligned.noise_ceiling import noise_ceiling
+from aligned.progress import Progress
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
@@ -111,6 +113,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     return Fitter(x_, mean, std, hparams, options, mesh)
 
   with artifacts.MetricsLog(workdir / "metrics.jsonl") as log:
+    cv_progress, cv_done = Progress(len(points) * config.folds, "fits", every_s=0.0), itertools.count(1)
 
     def on_cv_row(row):
       log.write({"event": "cv", **row})
@@ -119,6 +122,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
         f"val loss {row['val_loss']:.4f} accuracy {100 * row['val_accuracy']:.2f} %",
         flush=True,
       )
+      cv_progress.update(next(cv_done))
 
     if len(points) > 1:
       rows, cv = cross_validation.cross_validate(
