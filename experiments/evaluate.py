@@ -1,12 +1,10 @@
 """Evaluate embeddings on human triplets: `python -m experiments.evaluate --config=configs/evaluate.py --workdir=W`."""
 
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from aligned.errors import DataError
 from aligned.evaluate import evaluate, format_results
+from experiments.launch import run_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "evaluation config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/evaluate", "where config.json and results.json go")
@@ -14,14 +12,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/evaluate", "where config.json an
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # keep the table readable (no backend-probing chatter)
-  try:
-    results = evaluate(_CONFIG.value, _WORKDIR.value)
-  except (DataError, FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  print(format_results(results))
-  print(f"results: {_WORKDIR.value}/results.json")
+  run_job(evaluate, format_results, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
