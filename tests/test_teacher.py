@@ -83,16 +83,21 @@ def test_matrix_and_chunked_paths_agree_in_value_and_gradient(objective, similar
   mean, std = model.standardization(x)
 
   def matrix(p):
-    total, weight = model.data_loss_sums_matrix(p, jnp.asarray(x), mean, std, _batch(data), hparams)
-    return total / weight
+    sums = model.data_sums_matrix(p, jnp.asarray(x), mean, std, _batch(data), hparams)
+    return sums["loss"] / sums["weight"]
 
   def chunked(p):
-    total, weight = model.data_loss_sums_chunked(
-      p, jnp.asarray(x), mean, std, _batch(data), hparams, chunk=250
-    )
-    return total / weight
+    sums = model.data_sums_chunked(p, jnp.asarray(x), mean, std, _batch(data), hparams, chunk=250)
+    return sums["loss"] / sums["weight"]
 
   assert float(matrix(params)) == pytest.approx(float(chunked(params)), rel=1e-5)
+  hits = [
+    float(model.data_sums_matrix(params, jnp.asarray(x), mean, std, _batch(data), hparams)["hits"]),
+    float(
+      model.data_sums_chunked(params, jnp.asarray(x), mean, std, _batch(data), hparams, chunk=250)["hits"]
+    ),
+  ]
+  assert hits[0] == pytest.approx(hits[1], rel=1e-5)
   g_matrix, g_chunked = jax.grad(matrix)(params), jax.grad(chunked)(params)
   for key in params:
     np.testing.assert_allclose(g_matrix[key], g_chunked[key], rtol=1e-4, atol=1e-6)
@@ -125,8 +130,8 @@ def test_loss_gradients_check_out():
 
     def loss(weights, bias, log_t):
       p = {"weights": weights, "bias": bias, "log_temperature": log_t}
-      total, weight = model.data_loss_sums_matrix(p, x64, 0.1, 1.3, batch, Hyperparams())
-      return total / weight + 0.01 * model.regularization(weights, "identity")
+      sums = model.data_sums_matrix(p, x64, 0.1, 1.3, batch, Hyperparams())
+      return sums["loss"] / sums["weight"] + 0.01 * model.regularization(weights, "identity")
 
     check_grads(loss, (params["weights"], params["bias"], params["log_temperature"]), order=2, modes=["rev"])
 
@@ -138,11 +143,7 @@ def test_distillation_recovers_a_known_optimum():
   hparams = Hyperparams(objective="distill", lam=0.0, learning_rate=3e-2)
   fitter = Fitter(x, mean, std, hparams, FitOptions(steps=800, log_every=800, init_scale=0.5), data_mesh())
   params, history = fitter.fit(data)
-  start_kl = float(
-    model.data_loss_sums_matrix(model.init_params(6, 0.5), jnp.asarray(x), mean, std, _batch(data), hparams)[
-      0
-    ]
-  ) / len(data)
+  start_kl = fitter.evaluate(model.init_params(6, 0.5), data)["loss"]
   assert history[-1]["data_loss"] < 2e-3 < start_kl / 20
   transform, temp = model.to_transform(params, mean, std, hparams)
   sims = odd_one_out.pair_similarities(jnp.asarray(transform(x))[data.triplets])
@@ -159,7 +160,12 @@ def test_hard_labels_from_an_affine_model_are_learned():
   fitter = Fitter(x, mean, std, hparams, FitOptions(steps=600, log_every=600, init_scale=0.5), data_mesh())
   before = fitter.evaluate(model.init_params(6, 0.5), hard)["accuracy"]
   params, _ = fitter.fit(hard)
-  assert fitter.evaluate(params, hard)["accuracy"] > 0.95 > before + 0.2
+  accuracy = fitter.evaluate(params, hard)["accuracy"]
+  assert accuracy > 0.95 > before + 0.2
+  transform, _ = model.to_transform(params, mean, std, hparams)
+  sims = odd_one_out.pair_similarities(jnp.asarray(transform(x))[hard.triplets])
+  counts = jnp.asarray(hard.probs)  # one response each
+  assert accuracy == pytest.approx(float(odd_one_out.odd_one_out_accuracy(sims, counts)), abs=1e-6)
   assert float(params["log_temperature"]) == 0.0  # T stays 1 for the hard objective
 
 

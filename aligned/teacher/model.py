@@ -154,30 +154,37 @@ def batch_arrays(data: TripletTargets, n_objects: int) -> dict:
   }
 
 
+def _sums(sims: jax.Array, batch: dict, temp: jax.Array, objective: Objective) -> dict:
+  """Weighted sums over a batch: loss, weight, and hits (responses whose pair the model predicts,
+  ties wrong; for soft targets the expected agreement with one response)."""
+  loss = per_triplet_loss(sims, batch["probs"], temp, objective, batch.get("neg_entropy"))
+  hits = jnp.sum(odd_one_out.predicted_pair_onehot(sims) * batch["probs"], axis=-1)
+  w = batch["weights"]
+  return {"loss": jnp.sum(loss * w), "weight": jnp.sum(w), "hits": jnp.sum(hits * w)}
+
+
 def _normalize_if_cosine(z: jax.Array, similarity: str) -> jax.Array:
   if similarity == "cosine":
     return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
   return z
 
 
-def data_loss_sums_matrix(
+def data_sums_matrix(
   params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams
-) -> tuple[jax.Array, jax.Array]:
-  """Few objects: S = Z Z^T once, then three gathers per triplet. Returns (sum w * loss, sum w)."""
+) -> dict:
+  """Few objects: S = Z Z^T once, then three gathers per triplet. Returns weighted sums (`_sums`)."""
   z = _normalize_if_cosine(transformed(params, x, mean, std), hparams.similarity)
   sim_matrix = z @ z.T
   if "pairs" in batch:  # precomputed flat pair indices: one 1-D gather per pair
     sims = sim_matrix.reshape(-1)[batch["pairs"]]
   else:
     sims = odd_one_out.pair_similarities_from_matrix(sim_matrix, batch["triplets"])
-  temp = temperature(params, hparams)
-  loss = per_triplet_loss(sims, batch["probs"], temp, hparams.objective, batch.get("neg_entropy"))
-  return jnp.sum(loss * batch["weights"]), jnp.sum(batch["weights"])
+  return _sums(sims, batch, temperature(params, hparams), hparams.objective)
 
 
-def data_loss_sums_chunked(
+def data_sums_chunked(
   params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams, chunk: int
-) -> tuple[jax.Array, jax.Array]:
+) -> dict:
   """Many objects: Z once, then `lax.scan` over chunks of triplets gathering [chunk, 3, d] rows of Z.
 
   Never materialises [n_triplets, 3, d]; the batch length must be a multiple of `chunk`. Z costs one
@@ -189,13 +196,12 @@ def data_loss_sums_chunked(
 
   def body(_, piece):
     sims = odd_one_out.pair_similarities(z[piece["triplets"]])  # dot of (normalised) rows
-    loss = per_triplet_loss(sims, piece["probs"], temp, hparams.objective, piece.get("neg_entropy"))
-    return None, (jnp.sum(loss * piece["weights"]), jnp.sum(piece["weights"]))
+    return None, _sums(sims, piece, temp, hparams.objective)
 
   # Per-chunk sums as scan outputs (no carry); rematerialised in the backward pass, so memory stays
   # at one chunk's activations.
-  _, (totals, weights) = jax.lax.scan(jax.checkpoint(body), None, chunks)
-  return jnp.sum(totals), jnp.sum(weights)
+  _, sums = jax.lax.scan(jax.checkpoint(body), None, chunks)
+  return jax.tree.map(jnp.sum, sums)
 
 
 def to_transform(

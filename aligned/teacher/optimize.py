@@ -18,7 +18,6 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from aligned import odd_one_out
 from aligned.progress import Progress
 from aligned.teacher import model
 from aligned.teacher.model import Hyperparams, TripletTargets
@@ -83,33 +82,32 @@ class Fitter:
 
   # -- Loss ------------------------------------------------------------------------------------
 
-  def _data_sums(self, params, x, batch):
-    """(sum of w * loss, sum of w) over the global batch.
+  def _data_sums(self, params, x, batch) -> dict:
+    """Weighted sums of loss, weight and hits over the global batch.
 
     Each device works on its own shard of triplets (`shard_map`), with the replicated parameters and
-    embeddings; only the two scalars are summed across devices (and, in the backward pass, the
-    parameter gradients), never the triplets or the [n, n] similarity matrix.
+    embeddings; only three scalars are summed across devices (and, in the backward pass, the
+    parameter gradients), never the triplets, [n, 3, d] rows or the [n, n] similarity matrix.
     """
 
     def local(params, x, batch):
       if self.path == "matrix":
-        total, weight = model.data_loss_sums_matrix(params, x, self.mean, self.std, batch, self.hparams)
+        sums = model.data_sums_matrix(params, x, self.mean, self.std, batch, self.hparams)
       else:
-        total, weight = model.data_loss_sums_chunked(
+        sums = model.data_sums_chunked(
           params, x, self.mean, self.std, batch, self.hparams, self.options.chunk
         )
-      return jax.lax.psum(total, "data"), jax.lax.psum(weight, "data")
+      return jax.lax.psum(sums, "data")
 
-    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P("data")), out_specs=(P(), P()))(
+    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P("data")), out_specs=P())(
       params, x, batch
     )
 
   def _loss_fn(self, params, x, batch):
-    total, weight = self._data_sums(params, x, batch)
-    data_loss = total / weight
-    return data_loss + self.hparams.lam * model.regularization(
-      params["weights"], self.hparams.regularizer
-    ), data_loss
+    sums = self._data_sums(params, x, batch)
+    data_loss = sums["loss"] / sums["weight"]
+    penalty = model.regularization(params["weights"], self.hparams.regularizer)
+    return data_loss + self.hparams.lam * penalty, data_loss
 
   def _step_fn(self, params, opt_state, x, batch):
     (loss, data_loss), grads = jax.value_and_grad(self._loss_fn, has_aux=True)(params, x, batch)
@@ -118,17 +116,8 @@ class Fitter:
 
   def _metrics_fn(self, params, x, batch):
     """Weighted mean loss and accuracy (fraction of responses / expected agreement) on a batch."""
-    total, weight = self._data_sums(params, x, batch)
-    sims = self.similarities(params, x, batch["triplets"])
-    hits = jnp.sum(odd_one_out.predicted_pair_onehot(sims) * batch["probs"] * batch["weights"][:, None])
-    return total / weight, hits / weight
-
-  def similarities(self, params, x, triplets):
-    z = model.transformed(params, x, self.mean, self.std)
-    if self.path == "matrix":
-      z = model._normalize_if_cosine(z, self.hparams.similarity)
-      return odd_one_out.pair_similarities_from_matrix(z @ z.T, triplets)
-    return odd_one_out.pair_similarities(z[triplets], self.hparams.similarity)
+    sums = self._data_sums(params, x, batch)
+    return sums["loss"] / sums["weight"], sums["hits"] / sums["weight"]
 
   # -- Data placement -----------------------------------------------------------------------------
 
