@@ -1,0 +1,59 @@
+"""The MiniLM sentence encoder against the PyTorch transformers implementation on the real weights."""
+
+import numpy as np
+import pytest
+import torch  # a test-only dependency (requirements-dev.txt): the PyTorch reference
+import transformers
+
+from aligned.backbones import load_text_backbone
+from aligned.backbones.text import SentenceEncoder, minilm_checkpoint
+from aligned.errors import DataError
+
+TEXTS = [
+  "aardvark",
+  "hot-water bottle: a stoppered vessel for hot water",
+  "a much longer sentence about kitchen tools, dogs and a camera lens " * 3,
+  "ice-cream cone",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+  return load_text_backbone("minilm")
+
+
+def _torch_reference(texts):
+  """The sentence-transformers recipe in PyTorch: BertModel, mean over the mask, L2 norm."""
+  checkpoint = minilm_checkpoint()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+  model = transformers.BertModel.from_pretrained(checkpoint).eval()
+  batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+  with torch.no_grad():
+    hidden = model(**batch).last_hidden_state
+  mask = batch["attention_mask"][..., None].float()
+  pooled = (hidden * mask).sum(1) / mask.sum(1)
+  return (pooled / pooled.norm(dim=1, keepdim=True)).numpy()
+
+
+def test_minilm_matches_pytorch_on_the_real_weights(encoder):
+  ours = encoder.encode(TEXTS)
+  assert ours.shape == (4, 384)
+  np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, rtol=1e-5)
+  assert np.abs(ours - _torch_reference(TEXTS)).max() < 1e-4
+
+
+def test_padding_and_batching_do_not_change_embeddings(encoder):
+  together = encoder.encode(TEXTS, batch_size=4)
+  alone = np.concatenate([encoder.encode([t]) for t in TEXTS])
+  np.testing.assert_allclose(together, alone, atol=1e-5)
+  longer = encoder.tokenize(TEXTS[:1], length=64)
+  np.testing.assert_allclose(np.asarray(encoder.apply(encoder.params, **longer)), alone[:1], atol=1e-5)
+
+
+def test_bad_checkpoints_and_inputs(tmp_path, encoder):
+  with pytest.raises(DataError, match="missing checkpoint file"):
+    SentenceEncoder(tmp_path)
+  with pytest.raises(DataError, match="no texts"):
+    encoder.encode([])
+  with pytest.raises(ValueError, match="unknown text backbone"):
+    load_text_backbone("gpt")
