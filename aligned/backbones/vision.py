@@ -1,0 +1,89 @@
+"""Image backbones from transformers' Flax models (ViT, CLIP vision tower, DINOv2), local files only.
+
+Each returns one pooled embedding per image, the representation a triplet head or a probe reads:
+- `vit`: the [CLS] token of the last hidden state (after the final LayerNorm), as the supervised
+  ViT classifier reads it (not the optional tanh pooler);
+- `clip`: `pooler_output`, the post-LayerNorm [CLS] token (before the projection to the text space);
+- `dinov2`: `pooler_output`, the LayerNorm-ed [CLS] token.
+Inputs are [b, h, w, 3] float images already preprocessed (see `aligned.backbones.preprocessing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+
+from aligned.errors import DataError
+
+
+@contextlib.contextmanager
+def _newly_initialized_warnings():
+  """Collects transformers' "... newly initialized ..." warnings while a model loads."""
+  logger = logging.getLogger("transformers.modeling_flax_utils")
+  found: list[str] = []
+
+  class Collect(logging.Handler):
+    def emit(self, record):
+      if "newly initialized" in record.getMessage():
+        found.append(record.getMessage())
+
+  handler, level = Collect(), logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.WARNING)
+  try:
+    yield found
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+_MODELS = {"vit": "FlaxViTModel", "clip": "FlaxCLIPVisionModel", "dinov2": "FlaxDinov2Model"}
+
+
+class HFVisionEncoder:
+  """A transformers Flax vision model loaded from a folder with config.json and model.safetensors.
+
+  Example:
+    encoder = HFVisionEncoder("vit", "checkpoints/vit-b16")
+    pooled = encoder.apply(encoder.params, images)  # [b, hidden_size]
+  """
+
+  def __init__(self, kind: str, checkpoint: str | os.PathLike, dtype=jnp.float32):
+    import transformers
+
+    if kind not in _MODELS:
+      raise ValueError(f"unknown vision backbone kind {kind!r}; known: {', '.join(_MODELS)}")
+    self.kind, self.checkpoint = kind, pathlib.Path(checkpoint)
+    for needed in ("config.json", "model.safetensors"):
+      if not (self.checkpoint / needed).exists():
+        raise DataError(self.checkpoint / needed, "missing checkpoint file")
+    model_class = getattr(transformers, _MODELS[kind])
+    with _newly_initialized_warnings() as warnings:
+      try:
+        model = model_class.from_pretrained(self.checkpoint, from_pt=True, local_files_only=True, dtype=dtype)
+      except (ValueError, KeyError, OSError) as e:
+        raise DataError(self.checkpoint, f"cannot load as {_MODELS[kind]}: {e}") from None
+    if warnings:  # transformers fills missing weights with random values and only logs it
+      raise DataError(
+        self.checkpoint / "model.safetensors", f"weights missing or mismatched: {warnings[0][:300]}"
+      )
+    self.module, self.params, self.config = model.module, model.params, model.config
+    self.dim = model.config.hidden_size
+    self.image_size = model.config.image_size
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def apply(self, params, images: jax.Array) -> jax.Array:
+    """[b, h, w, 3] preprocessed images -> [b, hidden_size] pooled embeddings (float32)."""
+    # The Flax modules take NHWC; only transformers' wrapper classes accept (and transpose) NCHW.
+    outputs = self.module.apply({"params": params}, images, deterministic=True)
+    if self.kind == "vit":
+      pooled = outputs.last_hidden_state[:, 0]
+    else:
+      pooled = outputs.pooler_output
+    return pooled.astype(jnp.float32)

@@ -1,0 +1,91 @@
+"""Image backbones against transformers' PyTorch implementations on the same random weights."""
+
+import numpy as np
+import pytest
+import torch  # test-only: the PyTorch reference implementations
+import transformers
+from safetensors.numpy import load_file, save_file
+
+from aligned.backbones import load_image_backbone
+from aligned.errors import DataError
+
+TINY = dict(
+  hidden_size=32,
+  intermediate_size=64,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  image_size=32,
+  patch_size=8,
+)
+MODELS = {
+  "vit": (transformers.ViTModel, transformers.ViTConfig(**TINY)),
+  "clip": (transformers.CLIPVisionModel, transformers.CLIPVisionConfig(**TINY)),
+  "dinov2": (
+    transformers.Dinov2Model,
+    transformers.Dinov2Config(**{k: v for k, v in TINY.items() if k != "intermediate_size"}),
+  ),
+  "siglip": (transformers.SiglipVisionModel, transformers.SiglipVisionConfig(**TINY)),
+}
+
+
+def _reference(kind, model, images):
+  with torch.no_grad():
+    outputs = model(pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2))
+  pooled = outputs.last_hidden_state[:, 0] if kind == "vit" else outputs.pooler_output
+  return pooled.numpy()
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def tiny(request, tmp_path_factory):
+  kind = request.param
+  torch.manual_seed(0)
+  model_class, config = MODELS[kind]
+  model = model_class(config).eval()
+  folder = tmp_path_factory.mktemp(kind)
+  model.save_pretrained(folder, safe_serialization=True)
+  return kind, model, folder
+
+
+def test_pooled_embeddings_match_pytorch(tiny):
+  kind, model, folder = tiny
+  encoder = load_image_backbone(kind, str(folder))
+  images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+  ours = np.asarray(encoder.apply(encoder.params, images))
+  assert ours.shape == (3, 32)
+  assert np.abs(ours - _reference(kind, model, images)).max() < 1e-4
+  # Each image is embedded on its own: batching must not mix images.
+  alone = np.asarray(encoder.apply(encoder.params, images[1:2]))
+  np.testing.assert_allclose(alone[0], ours[1], atol=1e-5)
+
+
+def test_mismatched_checkpoints_are_refused(tiny, tmp_path):
+  kind, _, folder = tiny
+  tensors = load_file(folder / "model.safetensors")
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / "config.json").write_text((folder / "config.json").read_text())
+  name = next(
+    k
+    for k in sorted(tensors)
+    if "layer_norm1.weight" in k or "layernorm_before.weight" in k or "norm1.weight" in k
+  )
+  save_file(
+    {k: v for k, v in tensors.items() if k != name}, broken / "model.safetensors", metadata={"format": "pt"}
+  )
+  with pytest.raises(DataError, match="missing"):
+    load_image_backbone(kind, str(broken))
+  if kind == "siglip":  # our own loader also checks every shape against config.json
+    wrong = dict(tensors)
+    wrong["vision_model.post_layernorm.weight"] = np.zeros(31, np.float32)
+    save_file(wrong, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(DataError, match="shapes"):
+      load_image_backbone(kind, str(broken))
+
+
+def test_registry_errors(tmp_path):
+  with pytest.raises(ValueError, match="unknown image backbone"):
+    load_image_backbone("resnet", str(tmp_path))
+  with pytest.raises(ValueError, match="local checkpoint"):
+    load_image_backbone("vit", "")
+  with pytest.raises(DataError, match="missing checkpoint file"):
+    load_image_backbone("siglip", str(tmp_path))
