@@ -4,26 +4,39 @@ Resumable: the store's shards are written atomically in item order, and a rerun 
 config skips the complete ones. For THINGS sources it also writes `workdir/embeddings.npy`
 ([1854, d], sorted order), which `experiments.evaluate` and `experiments.teacher` take directly.
 
-Sources so far: `things_words` (the 1,854 THINGS concepts as text from a template such as `{word}`
-or `{word}: {definition}`). Image sources are the open part of the backbones issue.
+Sources:
+- `things_words`: the 1,854 THINGS concepts as text from a template (`{word}`, `{word}: {definition}`);
+- `image_folder`: every image under `config.root` (e.g. THINGS images as `object/object_01b.jpg`),
+  ids = relative paths in sorted order.
+Image batches are decoded and preprocessed by host threads ahead of the device (prefetch), sharded
+over the `data` axis of a mesh of all devices, optionally computed in bfloat16.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from aligned import artifacts
-from aligned.backbones import load_text_backbone
+from aligned.backbones import load_image_backbone, load_text_backbone
+from aligned.backbones.preprocessing import preprocess
 from aligned.data import things
 from aligned.data.embeddings import save_embeddings
 from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
 from aligned.progress import Progress
+from aligned.sharding import data_mesh
 
-SOURCES = ("things_words",)
+SOURCES = ("things_words", "image_folder")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def things_texts(template: str) -> tuple[np.ndarray, list[str]]:
@@ -42,24 +55,107 @@ def things_texts(template: str) -> tuple[np.ndarray, list[str]]:
   return np.asarray(concepts.ids), texts
 
 
+def image_folder_items(root: str | os.PathLike) -> np.ndarray:
+  """Relative paths of all images under `root`, sorted (the store's item order)."""
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise DataError(root, "image folder not found")
+  paths = sorted(
+    p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+  )
+  if not paths:
+    raise DataError(root, f"no images ({', '.join(IMAGE_SUFFIXES)}) under this folder")
+  return np.asarray(paths)
+
+
+def load_image(path: pathlib.Path) -> np.ndarray:
+  """Decodes one image to uint8 RGB; a DataError naming the file if it cannot be read."""
+  from PIL import Image, UnidentifiedImageError
+
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert("RGB"))
+  except (OSError, UnidentifiedImageError) as e:
+    raise DataError(path, f"cannot decode image ({e})") from None
+
+
+class ImageEmbedder:
+  """Batches of preprocessed images -> embeddings, sharded over the `data` axis of a mesh."""
+
+  def __init__(self, config, mesh):
+    self.encoder = load_image_backbone(config.backbone, config.checkpoint)
+    self.mesh, self.batch_size = mesh, config.batch_size
+    self.size, self.normalization = config.image_size or self.encoder.image_size, config.normalization
+    if self.batch_size % mesh.devices.size:
+      raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {mesh.devices.size} devices")
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+    replicated = NamedSharding(mesh, P())
+    self.params = jax.device_put(jax.tree.map(lambda a: a.astype(dtype), self.encoder.params), replicated)
+    self.sharding = NamedSharding(mesh, P("data"))
+    self._apply = jax.jit(lambda params, images: self.encoder.apply(params, images.astype(dtype)))
+
+  def prepare(self, paths: list[pathlib.Path]) -> np.ndarray:
+    """Host side: decode, resize, scale; padded to the batch size (one compiled shape)."""
+    images = np.stack([preprocess(load_image(p), self.size, self.normalization) for p in paths])
+    return np.pad(images, ((0, self.batch_size - len(images)), (0, 0), (0, 0), (0, 0)))
+
+  def embed(self, paths: list[pathlib.Path], pool: concurrent.futures.Executor) -> np.ndarray:
+    """[len(paths), d] float32; the next batches are decoded by `pool` while the device works."""
+    batches = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+    futures = [pool.submit(self.prepare, batch) for batch in batches[:2]]
+    out = []
+    for i, batch in enumerate(batches):
+      images = futures[i].result()
+      if i + 2 < len(batches):
+        futures.append(pool.submit(self.prepare, batches[i + 2]))
+      embedded = self._apply(self.params, jax.device_put(images, self.sharding))
+      out.append(np.asarray(embedded, np.float32)[: len(batch)])
+    return np.concatenate(out)
+
+
 def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   workdir = pathlib.Path(workdir)
   if config.source not in SOURCES:
     raise ValueError(f"unknown source {config.source!r}; supported: {', '.join(SOURCES)}")
-  ids, texts = things_texts(config.template)
-  encoder = load_text_backbone(config.backbone, config.checkpoint)
+  if config.source == "things_words":
+    ids, texts = things_texts(config.template)
+    encoder = load_text_backbone(config.backbone, config.checkpoint)
+    embed_shard = lambda lo, hi: encoder.encode(texts[lo:hi], config.batch_size)  # noqa: E731
+    description = {
+      "checkpoint": str(encoder.checkpoint),
+      "layer": "mean-pooled last hidden state, L2-normalised",
+      "preprocessing": {"template": config.template, "max_length": encoder.max_length},
+      "dim": encoder.dim,
+    }
+    pool = None
+  else:
+    ids = image_folder_items(config.root)
+    embedder = ImageEmbedder(config, data_mesh())
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
+    root = pathlib.Path(config.root)
+    embed_shard = lambda lo, hi: embedder.embed([root / i for i in ids[lo:hi]], pool)  # noqa: E731
+    description = {
+      "checkpoint": str(embedder.encoder.checkpoint),
+      "layer": "pooled (see aligned.backbones)",
+      "preprocessing": {
+        "resize": "cubic (OpenCV INTER_CUBIC), no crop",
+        "size": embedder.size,
+        "normalization": config.normalization,
+      },
+      "dim": embedder.encoder.dim,
+      "compute_dtype": config.compute_dtype,
+    }
+
   store = EmbeddingStore(workdir / "store")
   store.open(
     {
       "backbone": config.backbone,
-      "checkpoint": str(encoder.checkpoint),
-      "layer": "mean-pooled last hidden state, L2-normalised",
-      "preprocessing": {"template": config.template, "max_length": encoder.max_length},
+      **description,
       "dtype": "float32",
-      "dim": encoder.dim,
       "n_items": len(ids),
       "shard_size": config.shard_size,
       "source": config.source,
+      "root": str(config.get("root", "")),
     }
   )
   artifacts.write_json(workdir / "config.json", config.to_dict())
@@ -68,30 +164,36 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
   done = sum(
     min(config.shard_size, len(ids) - k * config.shard_size) for k in set(range(store.n_shards)) - set(todo)
   )
-  for shard in todo:
-    lo, hi = shard * config.shard_size, min((shard + 1) * config.shard_size, len(ids))
-    store.write_shard(shard, ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size))
-    done += hi - lo
-    progress.update(done)
+  try:
+    for shard in todo:
+      lo, hi = shard * config.shard_size, min((shard + 1) * config.shard_size, len(ids))
+      store.write_shard(shard, ids[lo:hi], embed_shard(lo, hi))
+      done += hi - lo
+      progress.update(done)
+  finally:
+    if pool is not None:
+      pool.shutdown(cancel_futures=True)
   store_ids, embeddings = store.read()
   if not np.array_equal(store_ids, ids):
     raise RuntimeError(f"{store.root}: the store's ids are not the source's item order")
-  save_embeddings(workdir / "embeddings.npy", embeddings)  # sorted THINGS order, for evaluate/teacher
   results = {
     "store": str(store.root),
-    "embeddings": str(workdir / "embeddings.npy"),
     "n_items": len(ids),
     "dim": int(embeddings.shape[1]),
     "shards_written": len(todo),
     "shards_total": store.n_shards,
+    "embeddings": None,
   }
+  if config.source == "things_words":
+    save_embeddings(workdir / "embeddings.npy", embeddings)  # sorted THINGS order, for evaluate/teacher
+    results["embeddings"] = str(workdir / "embeddings.npy")
   artifacts.write_json(workdir / "results.json", results)
   return results
 
 
 def format_results(results: dict) -> str:
-  return (
+  line = (
     f"{results['n_items']:,} items x {results['dim']} in {results['store']} "
-    f"({results['shards_written']} of {results['shards_total']} shards written this run); "
-    f"embeddings: {results['embeddings']}"
+    f"({results['shards_written']} of {results['shards_total']} shards written this run)"
   )
+  return line + (f"; embeddings: {results['embeddings']}" if results["embeddings"] else "")

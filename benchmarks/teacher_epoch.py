@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aligned.sharding import data_mesh
 from aligned.teacher import model
 from aligned.teacher.model import Hyperparams, TripletTargets
-from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
+from aligned.teacher.optimize import FitOptions, Fitter
 
 
 def _time(fn, *args, repeats=3) -> float:

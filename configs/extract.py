@@ -1,10 +1,12 @@
-"""Embed the THINGS concepts with a text backbone into an embedding store (resumable).
+"""Embed the items of a source with a backbone into an embedding store (resumable).
 
   python -m experiments.extract --config=configs/extract.py:things_minilm_word --workdir=W
+  python -m experiments.extract --config=configs/extract.py:image_folder --config.root=IMAGES \\
+    --config.backbone=vit --config.checkpoint=CKPT --workdir=W
 
-Writes W/store/ (shards + metadata) and W/embeddings.npy ([1854, 384], sorted THINGS order).
+Writes W/store/ (shards + metadata); for THINGS words also W/embeddings.npy ([1854, 384], sorted).
 Variants: things_minilm_word (template "{word}"; 42.10 % on the 2,171 human triplets),
-things_minilm_definition ("{word}: {definition}"; 50.21 %).
+things_minilm_definition ("{word}: {definition}"; 50.21 %), image_folder (every image under root).
 """
 
 import ml_collections
@@ -12,14 +14,23 @@ import ml_collections
 
 def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.source = "things_words"
-  config.backbone = "minilm"
-  config.checkpoint = ""  # a local folder; empty: the backbone's default
-  config.template = "{word}"  # fields: {word}, {id}, {definition}
-  config.batch_size = 128
+  config.source = "things_words"  # things_words | image_folder
+  config.backbone = "minilm"  # text: minilm; images: vit | clip | dinov2 | siglip
+  config.checkpoint = ""  # a local folder (config.json + model.safetensors); empty: the default
+  config.template = "{word}"  # things_words: fields {word}, {id}, {definition}
+  config.root = ""  # image_folder: the folder to walk
+  config.image_size = 0  # 0: the backbone's own (224 for AligNet students)
+  config.normalization = "none"  # none (AligNet, [0, 1]) | imagenet | clip | siglip
+  config.compute_dtype = "float32"  # float32 | bfloat16
+  config.decode_threads = 4  # host threads decoding the next batches
+  config.batch_size = 128  # a multiple of the number of devices
   config.shard_size = 256
   if variant == "things_minilm_definition":
     config.template = "{word}: {definition}"
+  elif variant == "image_folder":
+    config.source, config.backbone, config.batch_size, config.shard_size = "image_folder", "vit", 64, 1024
   elif variant != "things_minilm_word":
-    raise ValueError(f"unknown variant {variant!r}; expected things_minilm_word or things_minilm_definition")
+    raise ValueError(
+      f"unknown variant {variant!r}; expected things_minilm_word, things_minilm_definition or image_folder"
+    )
   return config

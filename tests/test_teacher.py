@@ -13,9 +13,10 @@ import pytest
 from jax.test_util import check_grads
 
 from aligned import odd_one_out
+from aligned.sharding import data_mesh
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
-from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
+from aligned.teacher.optimize import FitOptions, Fitter
 from aligned.transform import load_transform
 from tests.conftest import REPO
 
@@ -230,7 +231,8 @@ MULTI_DEVICE = textwrap.dedent(
   sys.path.insert(0, {repo!r})
   from tests.test_teacher import _problem
   from aligned.teacher import model
-  from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
+  from aligned.sharding import data_mesh
+  from aligned.teacher.optimize import FitOptions, Fitter
   assert len(jax.devices()) == 8
   x, data = _problem(n_objects=40, d=5, n_triplets=1001)
   mean, std = model.standardization(x)

@@ -38,12 +38,6 @@ class FitOptions:
   log_every: int = 50
 
 
-def data_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over all (or the given) devices with the axis `data`."""
-  devices = np.asarray(jax.devices() if devices is None else devices)
-  return Mesh(devices.reshape(-1), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
 def choose_path(n_objects: int, path: Path) -> Literal["matrix", "chunked"]:
   if path == "auto":
     return "matrix" if n_objects <= MATRIX_PATH_MAX_OBJECTS else "chunked"

@@ -23,9 +23,10 @@ from aligned.errors import DataError
 from aligned.evaluate import triplet_metrics, triplet_similarities
 from aligned.noise_ceiling import noise_ceiling
 from aligned.progress import Progress
+from aligned.sharding import data_mesh
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
-from aligned.teacher.optimize import FitOptions, Fitter, data_mesh
+from aligned.teacher.optimize import FitOptions, Fitter
 
 
 def _eval_files(config) -> list[tuple[str, str]]:

@@ -1,0 +1,107 @@
+"""Image extraction: image folder -> preprocessing -> sharded backbone -> store, on 1 and 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch  # test-only: writes a tiny random-weight checkpoint in the transformers layout
+import transformers
+from PIL import Image
+
+from aligned.backbones import load_image_backbone
+from aligned.backbones.preprocessing import preprocess
+from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
+from aligned.extract import extract
+from configs import extract as extract_config
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  torch.manual_seed(0)
+  config = transformers.ViTConfig(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+  )
+  folder = tmp_path_factory.mktemp("vit")
+  transformers.ViTModel(config).eval().save_pretrained(folder, safe_serialization=True)
+  return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for i in range(21):
+    folder = root / f"object{i % 4}"
+    folder.mkdir(exist_ok=True)
+    shape = (int(rng.integers(20, 90)), int(rng.integers(20, 90)), 3)
+    suffix = ".png" if i % 3 else ".jpg"
+    Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8)).save(
+      folder / f"object{i % 4}_{i:02d}{suffix}"
+    )
+  (root / "notes.txt").write_text("not an image")
+  return root
+
+
+def _config(images, checkpoint, **overrides):
+  config = extract_config.get_config("image_folder")
+  config.update(root=str(images), checkpoint=str(checkpoint), batch_size=8, shard_size=8, **overrides)
+  return config
+
+
+def test_store_holds_the_backbone_embedding_of_each_preprocessed_image(tmp_path, images, checkpoint):
+  results = extract(_config(images, checkpoint), tmp_path)
+  assert results["n_items"] == 21 and results["shards_total"] == 3
+  ids, embeddings = EmbeddingStore(tmp_path / "store").read()
+  assert list(ids) == sorted(p.relative_to(images).as_posix() for p in images.rglob("*_*.*"))
+  encoder = load_image_backbone("vit", str(checkpoint))
+  batch = np.stack([preprocess(np.asarray(Image.open(images / i).convert("RGB")), 32) for i in ids[:5]])
+  np.testing.assert_allclose(embeddings[:5], np.asarray(encoder.apply(encoder.params, batch)), atol=1e-5)
+  metadata = json.loads((tmp_path / "store" / "metadata.json").read_text())
+  assert metadata["preprocessing"]["size"] == 32 and metadata["backbone"] == "vit"
+
+  bf16 = extract(_config(images, checkpoint, compute_dtype="bfloat16"), tmp_path / "bf16")
+  _, low = EmbeddingStore(bf16["store"]).read()
+  assert 0 < np.abs(low - embeddings).max() < 0.1  # bfloat16 really used, and close
+
+
+def test_eight_simulated_devices_give_the_same_embeddings(tmp_path, images, checkpoint):
+  script = (
+    "import sys, jax; sys.path.insert(0, {repo!r})\n"
+    "from tests.test_extract_images import _config\n"
+    "from aligned.extract import extract\n"
+    "assert len(jax.devices()) == 8\n"
+    "extract(_config({images!r}, {checkpoint!r}), {workdir!r})\n"
+  ).format(repo=str(REPO), images=str(images), checkpoint=str(checkpoint), workdir=str(tmp_path / "eight"))
+  flags = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+    [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  extract(_config(images, checkpoint), tmp_path / "one")
+  ids8, eight = EmbeddingStore(tmp_path / "eight" / "store").read()
+  ids1, one = EmbeddingStore(tmp_path / "one" / "store").read()
+  np.testing.assert_array_equal(ids8, ids1)
+  np.testing.assert_allclose(eight, one, atol=1e-5)
+
+
+def test_bad_images_and_sources(tmp_path, images, checkpoint):
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / "a_01.jpg").write_bytes(b"not a jpeg")
+  with pytest.raises(DataError, match="a_01.jpg.*cannot decode"):
+    extract(_config(broken, checkpoint), tmp_path / "w1")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(DataError, match="no images"):
+    extract(_config(empty, checkpoint), tmp_path / "w2")
