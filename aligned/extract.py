@@ -35,7 +35,7 @@ from aligned.errors import DataError
 from aligned.progress import Progress
 from aligned.sharding import data_mesh
 
-SOURCES = ("things_words", "image_folder")
+SOURCES = ("things_words", "image_folder", "tfds")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -79,6 +79,42 @@ def load_image(path: pathlib.Path) -> np.ndarray:
     raise DataError(path, f"cannot decode image ({e})") from None
 
 
+class ImageFolderSource:
+  """Images under a folder; item i is the i-th relative path in sorted order (its id)."""
+
+  def __init__(self, root: str | os.PathLike):
+    self.root, self.ids = pathlib.Path(root), image_folder_items(root)
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def record(self, i: int) -> tuple[str, np.ndarray]:
+    return str(self.ids[i]), load_image(self.root / self.ids[i])
+
+
+class TfdsSource:
+  """A `tfds.data_source` split; item i is record i (the index AligNet files store), id = file_name."""
+
+  def __init__(self, name: str, split: str, data_dir: str = ""):
+    import tensorflow_datasets as tfds
+
+    try:
+      self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+      raise DataError(data_dir or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
+    self.name = f"{name}/{split}"
+    if len(self.source) == 0:
+      raise DataError(data_dir, f"tfds {self.name} is empty")
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def record(self, i: int) -> tuple[str, np.ndarray]:
+    example = self.source[i]
+    name = example.get("file_name", str(i))
+    return (name.decode() if isinstance(name, bytes) else str(name)), np.asarray(example["image"])
+
+
 class ImageEmbedder:
   """Batches of preprocessed images -> embeddings, sharded over the `data` axis of a mesh."""
 
@@ -94,46 +130,69 @@ class ImageEmbedder:
     self.sharding = NamedSharding(mesh, P("data"))
     self._apply = jax.jit(lambda params, images: self.encoder.apply(params, images.astype(dtype)))
 
-  def prepare(self, paths: list[pathlib.Path]) -> np.ndarray:
-    """Host side: decode, resize, scale; padded to the batch size (one compiled shape)."""
-    images = np.stack([preprocess(load_image(p), self.size, self.normalization) for p in paths])
-    return np.pad(images, ((0, self.batch_size - len(images)), (0, 0), (0, 0), (0, 0)))
+  def prepare(self, source, indices: list[int]) -> tuple[list[str], np.ndarray]:
+    """Host side: read, decode, resize, scale; padded to the batch size (one compiled shape)."""
+    ids, images = [], []
+    for i in indices:
+      item_id, image = source.record(i)
+      ids.append(item_id)
+      images.append(preprocess(image, self.size, self.normalization))
+    images = np.stack(images)
+    return ids, np.pad(images, ((0, self.batch_size - len(images)), (0, 0), (0, 0), (0, 0)))
 
-  def embed(self, paths: list[pathlib.Path], pool: concurrent.futures.Executor) -> np.ndarray:
-    """[len(paths), d] float32; the next batches are decoded by `pool` while the device works."""
-    batches = [paths[i : i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
-    futures = [pool.submit(self.prepare, batch) for batch in batches[:2]]
-    out = []
+  def embed(
+    self, source, lo: int, hi: int, pool: concurrent.futures.Executor
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, [hi - lo, d] float32) of items lo..hi; `pool` decodes the next batches meanwhile."""
+    batches = [list(range(i, min(i + self.batch_size, hi))) for i in range(lo, hi, self.batch_size)]
+    futures = [pool.submit(self.prepare, source, batch) for batch in batches[:2]]
+    ids, out = [], []
     for i, batch in enumerate(batches):
-      images = futures[i].result()
+      batch_ids, images = futures[i].result()
       if i + 2 < len(batches):
-        futures.append(pool.submit(self.prepare, batches[i + 2]))
+        futures.append(pool.submit(self.prepare, source, batches[i + 2]))
       embedded = self._apply(self.params, jax.device_put(images, self.sharding))
+      ids.extend(batch_ids)
       out.append(np.asarray(embedded, np.float32)[: len(batch)])
-    return np.concatenate(out)
+    return np.asarray(ids), np.concatenate(out)
 
 
 def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   workdir = pathlib.Path(workdir)
   if config.source not in SOURCES:
     raise ValueError(f"unknown source {config.source!r}; supported: {', '.join(SOURCES)}")
+  pool = None
   if config.source == "things_words":
     ids, texts = things_texts(config.template)
+    n_items, expected_ids = len(ids), ids
     encoder = load_text_backbone(config.backbone, config.checkpoint)
-    embed_shard = lambda lo, hi: encoder.encode(texts[lo:hi], config.batch_size)  # noqa: E731
+
+    def embed_shard(lo, hi):
+      return ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size)
+
     description = {
       "checkpoint": str(encoder.checkpoint),
       "layer": "mean-pooled last hidden state, L2-normalised",
       "preprocessing": {"template": config.template, "max_length": encoder.max_length},
       "dim": encoder.dim,
+      "root": "",
     }
-    pool = None
   else:
-    ids = image_folder_items(config.root)
+    if config.source == "image_folder":
+      source, where = ImageFolderSource(config.root), str(config.root)
+    else:
+      source, where = (
+        TfdsSource(config.tfds_name, config.split, config.data_dir),
+        f"{config.tfds_name}/{config.split}",
+      )
+    n_items = len(source)
+    expected_ids = source.ids if config.source == "image_folder" else None  # tfds ids come from records
     embedder = ImageEmbedder(config, data_mesh())
     pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
-    root = pathlib.Path(config.root)
-    embed_shard = lambda lo, hi: embedder.embed([root / i for i in ids[lo:hi]], pool)  # noqa: E731
+
+    def embed_shard(lo, hi):
+      return embedder.embed(source, lo, hi, pool)
+
     description = {
       "checkpoint": str(embedder.encoder.checkpoint),
       "layer": "pooled (see aligned.backbones)",
@@ -144,6 +203,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
       },
       "dim": embedder.encoder.dim,
       "compute_dtype": config.compute_dtype,
+      "root": where,
     }
 
   store = EmbeddingStore(workdir / "store")
@@ -152,33 +212,32 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
       "backbone": config.backbone,
       **description,
       "dtype": "float32",
-      "n_items": len(ids),
+      "n_items": n_items,
       "shard_size": config.shard_size,
       "source": config.source,
-      "root": str(config.get("root", "")),
     }
   )
   artifacts.write_json(workdir / "config.json", config.to_dict())
   todo = store.missing_shards()
-  progress = Progress(len(ids), "items")
+  progress = Progress(n_items, "items")
   done = sum(
-    min(config.shard_size, len(ids) - k * config.shard_size) for k in set(range(store.n_shards)) - set(todo)
+    min(config.shard_size, n_items - k * config.shard_size) for k in set(range(store.n_shards)) - set(todo)
   )
   try:
     for shard in todo:
-      lo, hi = shard * config.shard_size, min((shard + 1) * config.shard_size, len(ids))
-      store.write_shard(shard, ids[lo:hi], embed_shard(lo, hi))
+      lo, hi = shard * config.shard_size, min((shard + 1) * config.shard_size, n_items)
+      store.write_shard(shard, *embed_shard(lo, hi))
       done += hi - lo
       progress.update(done)
   finally:
     if pool is not None:
       pool.shutdown(cancel_futures=True)
   store_ids, embeddings = store.read()
-  if not np.array_equal(store_ids, ids):
+  if expected_ids is not None and not np.array_equal(store_ids, expected_ids):
     raise RuntimeError(f"{store.root}: the store's ids are not the source's item order")
   results = {
     "store": str(store.root),
-    "n_items": len(ids),
+    "n_items": n_items,
     "dim": int(embeddings.shape[1]),
     "shards_written": len(todo),
     "shards_total": store.n_shards,

@@ -6,7 +6,8 @@
 
 Writes W/store/ (shards + metadata); for THINGS words also W/embeddings.npy ([1854, 384], sorted).
 Variants: things_minilm_word (template "{word}"; 42.10 % on the 2,171 human triplets),
-things_minilm_definition ("{word}: {definition}"; 50.21 %), image_folder (every image under root).
+things_minilm_definition ("{word}: {definition}"; 50.21 %), image_folder (every image under root),
+imagenet (tfds imagenet2012 --config.split=train|validation; ids = file names, item i = record i).
 """
 
 import ml_collections
@@ -19,6 +20,9 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
   config.checkpoint = ""  # a local folder (config.json + model.safetensors); empty: the default
   config.template = "{word}"  # things_words: fields {word}, {id}, {definition}
   config.root = ""  # image_folder: the folder to walk
+  config.tfds_name = "imagenet2012"  # tfds: a dataset prepared as array_record (see prepare_imagenet)
+  config.split = "train"
+  config.data_dir = ""  # tfds data_dir; empty: tfds' default
   config.image_size = 0  # 0: the backbone's own (224 for AligNet students)
   config.normalization = "none"  # none (AligNet, [0, 1]) | imagenet | clip | siglip
   config.compute_dtype = "float32"  # float32 | bfloat16
@@ -29,6 +33,8 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
     config.template = "{word}: {definition}"
   elif variant == "image_folder":
     config.source, config.backbone, config.batch_size, config.shard_size = "image_folder", "vit", 64, 1024
+  elif variant == "imagenet":
+    config.source, config.backbone, config.batch_size, config.shard_size = "tfds", "vit", 64, 16384
   elif variant != "things_minilm_word":
     raise ValueError(
       f"unknown variant {variant!r}; expected things_minilm_word, things_minilm_definition or image_folder"

@@ -3,6 +3,8 @@
 python -m experiments.prepare_imagenet --manual_dir=DIR_WITH_TARS --data_dir=~/tensorflow_datasets
 """
 
+import os
+
 from absl import app, flags
 
 from aligned.data.imagenet import prepare_imagenet2012
@@ -15,8 +17,6 @@ _DATA = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "tfds data_dir 
 
 def main(argv):
   del argv
-  import os
-
   folder = prepare_imagenet2012(_MANUAL.value, os.path.expanduser(_DATA.value))
   print(
     f"prepared {folder}; read it with tfds.data_source('imagenet2012', split=..., data_dir={_DATA.value!r})"

@@ -86,3 +86,37 @@ def test_validation_split_uses_the_official_label_file(prepared):
 def test_missing_tars_are_reported(tmp_path):
   with pytest.raises(DataError, match="neither"):
     prepare_imagenet2012(tmp_path, tmp_path / "out")
+
+
+def test_extraction_from_the_prepared_dataset(prepared, tmp_path):
+  import torch
+  import transformers
+
+  from aligned.backbones import load_image_backbone
+  from aligned.backbones.preprocessing import preprocess
+  from aligned.embedding_store import EmbeddingStore
+  from aligned.extract import extract
+  from configs import extract as extract_config
+
+  data_dir, _ = prepared
+  torch.manual_seed(0)
+  vit = transformers.ViTConfig(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+  )
+  transformers.ViTModel(vit).eval().save_pretrained(tmp_path / "vit", safe_serialization=True)
+  config = extract_config.get_config("imagenet")
+  config.update(checkpoint=str(tmp_path / "vit"), data_dir=str(data_dir), batch_size=4, shard_size=4)
+  results = extract(config, tmp_path / "w")
+  assert results["n_items"] == 7 and results["shards_total"] == 2
+  ids, embeddings = EmbeddingStore(tmp_path / "w" / "store").read()
+  source = tfds.data_source("imagenet2012", split="train", data_dir=str(data_dir))
+  names = [source[i]["file_name"] for i in range(7)]
+  assert list(ids) == [n.decode() if isinstance(n, bytes) else n for n in names]  # item i = record i
+  encoder = load_image_backbone("vit", str(tmp_path / "vit"))
+  batch = np.stack([preprocess(np.asarray(source[i]["image"]), 32) for i in range(7)])
+  np.testing.assert_allclose(embeddings, np.asarray(encoder.apply(encoder.params, batch)), atol=1e-5)
