@@ -57,3 +57,27 @@ def test_bad_checkpoints_and_inputs(tmp_path, encoder):
     encoder.encode([])
   with pytest.raises(ValueError, match="unknown text backbone"):
     load_text_backbone("gpt")
+
+
+def test_tiny_random_bert_matches_pytorch(tmp_path):
+  """The same check on random weights of another shape: our loader and pooling, not one checkpoint."""
+  import shutil
+
+  torch.manual_seed(0)
+  config = transformers.BertConfig(
+    vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+  )
+  model = transformers.BertModel(config, add_pooling_layer=False).eval()
+  model.save_pretrained(tmp_path, safe_serialization=True)
+  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    shutil.copy(minilm_checkpoint() / name, tmp_path / name)
+  encoder = SentenceEncoder(tmp_path, max_length=64)
+  ours = encoder.encode(TEXTS)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)
+  batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=64, return_tensors="pt")
+  with torch.no_grad():
+    hidden = model(**batch).last_hidden_state
+  mask = batch["attention_mask"][..., None].float()
+  pooled = (hidden * mask).sum(1) / mask.sum(1)
+  reference = (pooled / pooled.norm(dim=1, keepdim=True)).numpy()
+  assert ours.shape == (4, 32) and np.abs(ours - reference).max() < 1e-4

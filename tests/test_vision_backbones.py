@@ -58,6 +58,20 @@ def test_pooled_embeddings_match_pytorch(tiny):
   np.testing.assert_allclose(alone[0], ours[1], atol=1e-5)
 
 
+def test_per_layer_tokens_match_pytorch(tiny):
+  kind, model, folder = tiny
+  encoder = load_image_backbone(kind, str(folder))
+  images = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  ours = encoder.hidden_states(encoder.params, images)
+  with torch.no_grad():
+    reference = model(
+      pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2), output_hidden_states=True
+    ).hidden_states
+  assert len(ours) == len(reference) == 3  # embeddings + 2 blocks
+  for layer, (a, b) in enumerate(zip(ours, reference, strict=True)):
+    assert np.abs(np.asarray(a) - b.numpy()).max() < 1e-4, f"layer {layer}"
+
+
 def test_mismatched_checkpoints_are_refused(tiny, tmp_path):
   kind, _, folder = tiny
   tensors = load_file(folder / "model.safetensors")

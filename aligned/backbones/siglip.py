@@ -93,7 +93,8 @@ class MapHead(nn.Module):
 
 
 class SiglipVision(nn.Module):
-  """[b, h, w, 3] images -> {"pooled": [b, hidden], "tokens": [b, n_patches, hidden]}."""
+  """[b, h, w, 3] images -> {"pooled": [b, hidden], "tokens": [b, n_patches, hidden] (final LayerNorm),
+  "hidden_states": (embeddings, block 1, ..., block L), each [b, n_patches, hidden]}."""
 
   config: SiglipConfig
 
@@ -114,10 +115,12 @@ class SiglipVision(nn.Module):
         f"expected {c.image_size}x{c.image_size} images ({n} patches), got {images.shape[1:3]}"
       )
     x = x + self.param("position_embedding", nn.initializers.normal(0.02), (n, c.hidden_size))
+    hidden_states = [x]
     for i in range(c.num_hidden_layers):
       x = EncoderLayer(c, name=f"layer_{i}")(x)
+      hidden_states.append(x)
     x = nn.LayerNorm(epsilon=c.layer_norm_eps, name="post_layernorm")(x)
-    return {"pooled": MapHead(c, name="head")(x), "tokens": x}
+    return {"pooled": MapHead(c, name="head")(x), "tokens": x, "hidden_states": tuple(hidden_states)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,3 +209,8 @@ class SiglipEncoder:
   def apply(self, params, images: jax.Array) -> jax.Array:
     """[b, h, w, 3] preprocessed images -> [b, hidden] MAP-head embeddings."""
     return self.module.apply({"params": params}, images)["pooled"]
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def hidden_states(self, params, images: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-layer tokens: (embeddings, block 1, ..., block L), each [b, n_patches, hidden]."""
+    return self.module.apply({"params": params}, images)["hidden_states"]

@@ -87,3 +87,9 @@ class HFVisionEncoder:
     else:
       pooled = outputs.pooler_output
     return pooled.astype(jnp.float32)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def hidden_states(self, params, images: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-layer tokens: (embeddings, block 1, ..., block L), each [b, tokens, hidden]."""
+    outputs = self.module.apply({"params": params}, images, deterministic=True, output_hidden_states=True)
+    return tuple(h.astype(jnp.float32) for h in outputs.hidden_states)
