@@ -118,8 +118,8 @@ class TfdsSource:
 class ImageEmbedder:
   """Batches of preprocessed images -> embeddings, sharded over the `data` axis of a mesh."""
 
-  def __init__(self, config, mesh):
-    self.encoder = load_image_backbone(config.backbone, config.checkpoint)
+  def __init__(self, config, mesh, encoder=None):
+    self.encoder = encoder or load_image_backbone(config.backbone, config.checkpoint)
     self.mesh, self.batch_size = mesh, config.batch_size
     self.size, self.normalization = config.image_size or self.encoder.image_size, config.normalization
     if self.batch_size % mesh.devices.size:

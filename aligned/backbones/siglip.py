@@ -205,6 +205,20 @@ class SiglipEncoder:
     self.module = SiglipVision(self.config)
     self.dim, self.image_size = self.config.hidden_size, self.config.image_size
 
+  @classmethod
+  def random(cls, config: SiglipConfig, seed: int = 0) -> SiglipEncoder:
+    """Random weights (benchmarks; no checkpoint needed)."""
+    encoder = cls.__new__(cls)
+    encoder.checkpoint, encoder.config, encoder.module = (
+      pathlib.Path("<random siglip>"),
+      config,
+      SiglipVision(config),
+    )
+    shape = (1, config.image_size, config.image_size, 3)
+    encoder.params = jax.jit(encoder.module.init)(jax.random.key(seed), jnp.zeros(shape))["params"]
+    encoder.dim, encoder.image_size = config.hidden_size, config.image_size
+    return encoder
+
   @functools.partial(jax.jit, static_argnums=0)
   def apply(self, params, images: jax.Array) -> jax.Array:
     """[b, h, w, 3] preprocessed images -> [b, hidden] MAP-head embeddings."""

@@ -77,6 +77,18 @@ class HFVisionEncoder:
     self.dim = model.config.hidden_size
     self.image_size = model.config.image_size
 
+  @classmethod
+  def random(cls, kind: str, hf_config, seed: int = 0) -> HFVisionEncoder:
+    """Random weights for a transformers config (benchmarks; no checkpoint needed)."""
+    import transformers
+
+    model = getattr(transformers, _MODELS[kind])(hf_config, seed=seed)
+    encoder = cls.__new__(cls)
+    encoder.kind, encoder.checkpoint = kind, pathlib.Path(f"<random {kind}>")
+    encoder.module, encoder.params, encoder.config = model.module, model.params, model.config
+    encoder.dim, encoder.image_size = hf_config.hidden_size, hf_config.image_size
+    return encoder
+
   @functools.partial(jax.jit, static_argnums=0)
   def apply(self, params, images: jax.Array) -> jax.Array:
     """[b, h, w, 3] preprocessed images -> [b, hidden_size] pooled embeddings (float32)."""
