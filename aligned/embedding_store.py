@@ -2,7 +2,8 @@
 
     STORE/metadata.json            backbone, checkpoint, layer, preprocessing, dtype, dim, n_items,
                                    shard_size, source (written first; a rerun must match it)
-    STORE/shard_00000.npy          [<= shard_size, dim] embeddings (float32 or bfloat16 as uint16)
+    STORE/shard_00000.npy          [<= shard_size, dim] embeddings: float32, or bfloat16 stored as its
+                                   uint16 bit pattern (plain .npy readers can open it)
     STORE/shard_00000.ids.npy      [<= shard_size] item ids (str)
     STORE/shard_00000.json         {"count", "sha256": {file: digest}}: written last, so a shard
                                    exists only when this file does, and it is checked on every read
@@ -18,6 +19,7 @@ import json
 import os
 import pathlib
 
+import ml_dtypes
 import numpy as np
 
 from aligned import artifacts
@@ -53,6 +55,10 @@ class EmbeddingStore:
     if len(ids) != len(embeddings):
       raise ValueError(f"shard {shard}: {len(ids)} ids but {len(embeddings)} embeddings")
     data_path, ids_path, record_path = self._paths(shard)
+    if self.metadata["dtype"] == "bfloat16":
+      embeddings = np.asarray(embeddings, np.float32).astype(ml_dtypes.bfloat16).view(np.uint16)
+    else:
+      embeddings = np.asarray(embeddings, np.float32)
     artifacts.save_npy(data_path, embeddings)
     artifacts.save_npy(ids_path, np.asarray(ids, dtype=str))
     artifacts.write_json(
@@ -90,15 +96,17 @@ class EmbeddingStore:
       if sha256_of(path) != record["sha256"][path.name]:
         raise DataError(path, "sha256 differs from the shard record: the shard is corrupt")
     embeddings = np.load(data_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if self.metadata["dtype"] == "bfloat16":
+      embeddings = embeddings.view(ml_dtypes.bfloat16)  # still memory-mapped when mmap=True
     ids = np.load(ids_path, allow_pickle=False)
     if len(ids) != record["count"] or len(embeddings) != record["count"]:
       raise DataError(data_path, f"expected {record['count']} rows")
     return ids, embeddings
 
   def read(self) -> tuple[np.ndarray, np.ndarray]:
-    """All (ids [n], embeddings [n, dim]) in item order; every shard must be complete and intact."""
+    """All (ids [n], float32 embeddings [n, dim]) in item order; every shard complete and intact."""
     missing = self.missing_shards()
     if missing:
       raise DataError(self.root, f"{len(missing)} of {self.n_shards} shards missing (first: {missing[0]})")
     parts = [self.read_shard(k) for k in range(self.n_shards)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.float32)

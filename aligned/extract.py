@@ -167,14 +167,17 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
     n_items, expected_ids = len(ids), ids
     encoder = load_text_backbone(config.backbone, config.checkpoint)
 
+    mesh, dtype = data_mesh(), {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+
     def embed_shard(lo, hi):
-      return ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size)
+      return ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size, mesh=mesh, dtype=dtype)
 
     description = {
       "checkpoint": str(encoder.checkpoint),
       "layer": "mean-pooled last hidden state, L2-normalised",
       "preprocessing": {"template": config.template, "max_length": encoder.max_length},
       "dim": encoder.dim,
+      "compute_dtype": config.compute_dtype,
       "root": "",
     }
   else:
@@ -211,7 +214,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
     {
       "backbone": config.backbone,
       **description,
-      "dtype": "float32",
+      "dtype": config.store_dtype,
       "n_items": n_items,
       "shard_size": config.shard_size,
       "source": config.source,

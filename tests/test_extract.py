@@ -77,3 +77,21 @@ def test_kill_9_then_rerun_gives_the_complete_store(tmp_path):
     timeout=300,
   )
   assert other.returncode == 2 and "other settings (preprocessing)" in other.stderr
+
+
+def test_eight_simulated_devices_give_the_same_text_embeddings(tmp_path):
+  flags = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+  # 100 per batch: not a multiple of 8, so the padding path runs too.
+  done = subprocess.run(
+    _command(tmp_path, "--config.batch_size=100"),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  _, texts = things_texts("{word}")
+  reference = load_text_backbone("minilm").encode(texts)
+  np.testing.assert_allclose(np.load(tmp_path / "embeddings.npy"), reference, atol=1e-5)

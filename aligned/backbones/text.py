@@ -15,6 +15,8 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from aligned.errors import DataError
 
@@ -86,12 +88,24 @@ class SentenceEncoder:
     )[0]
     return mean_pool_normalize(hidden.astype(jnp.float32), attention_mask)
 
-  def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    """[len(texts), d] float32 embeddings."""
+  def encode(self, texts: list[str], batch_size: int = 128, mesh=None, dtype=jnp.float32) -> np.ndarray:
+    """[len(texts), d] float32 embeddings.
+
+    With a `mesh`, each batch is padded to a multiple of its devices and sharded over `data`;
+    `dtype` is the compute dtype (bfloat16 halves memory and time on accelerators).
+    """
     if not texts:
       raise DataError(None, "no texts to encode")
+    params = jax.tree.map(lambda a: a.astype(dtype), self.params)
+    if mesh is not None:
+      params = jax.device_put(params, NamedSharding(mesh, P()))
     out = []
     for start in range(0, len(texts), batch_size):
       tokens = self.tokenize(texts[start : start + batch_size])
-      out.append(np.asarray(self.apply(self.params, **tokens)))
+      n = len(tokens["input_ids"])
+      if mesh is not None:
+        rows = -(-n // mesh.devices.size) * mesh.devices.size
+        tokens = {k: np.pad(v, ((0, rows - n), (0, 0))) for k, v in tokens.items()}
+        tokens = jax.device_put(tokens, NamedSharding(mesh, P("data")))
+      out.append(np.asarray(self.apply(params, **tokens))[:n])
     return np.concatenate(out)
