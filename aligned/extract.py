@@ -121,6 +121,7 @@ class ImageEmbedder:
   def __init__(self, config, mesh, encoder=None):
     self.encoder = encoder or load_image_backbone(config.backbone, config.checkpoint)
     self.mesh, self.batch_size = mesh, config.batch_size
+    self.lookahead = max(2, config.get("decode_threads", 2))
     self.size, self.normalization = config.image_size or self.encoder.image_size, config.normalization
     if self.batch_size % mesh.devices.size:
       raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {mesh.devices.size} devices")
@@ -143,17 +144,24 @@ class ImageEmbedder:
   def embed(
     self, source, lo: int, hi: int, pool: concurrent.futures.Executor
   ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, [hi - lo, d] float32) of items lo..hi; `pool` decodes the next batches meanwhile."""
+    """(ids, [hi - lo, d] float32) of items lo..hi.
+
+    `pool` decodes up to `lookahead` batches ahead, and batch i + 1 is dispatched to the device
+    before batch i's result is fetched, so neither side waits for the other in steady state.
+    """
     batches = [list(range(i, min(i + self.batch_size, hi))) for i in range(lo, hi, self.batch_size)]
-    futures = [pool.submit(self.prepare, source, batch) for batch in batches[:2]]
-    ids, out = [], []
+    futures = [pool.submit(self.prepare, source, batch) for batch in batches[: self.lookahead]]
+    ids, out, pending = [], [], None
     for i, batch in enumerate(batches):
       batch_ids, images = futures[i].result()
-      if i + 2 < len(batches):
-        futures.append(pool.submit(self.prepare, source, batches[i + 2]))
-      embedded = self._apply(self.params, jax.device_put(images, self.sharding))
+      if i + self.lookahead < len(batches):
+        futures.append(pool.submit(self.prepare, source, batches[i + self.lookahead]))
+      embedded = self._apply(self.params, jax.device_put(images, self.sharding))  # asynchronous
+      if pending is not None:
+        out.append(np.asarray(pending[0], np.float32)[: pending[1]])
+      pending = (embedded, len(batch))
       ids.extend(batch_ids)
-      out.append(np.asarray(embedded, np.float32)[: len(batch)])
+    out.append(np.asarray(pending[0], np.float32)[: pending[1]])
     return np.asarray(ids), np.concatenate(out)
 
 
