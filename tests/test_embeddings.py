@@ -37,7 +37,7 @@ def test_non_finite_values_name_the_object(tmp_path, bad):
 
 
 def test_bad_files_are_refused(tmp_path):
-  np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+  np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))  # np.save pickles objects by default
   with pytest.raises(DataError, match="plain numeric"):
     embeddings.load_embeddings(tmp_path / "obj.npy")
   np.save(tmp_path / "flat.npy", np.ones(5))
