@@ -19,3 +19,26 @@ def data_dir() -> pathlib.Path:
   if not (path / "things" / "unique_id.txt").exists():
     raise RuntimeError(f"human data not found in ALIGNED_DATA={path}")
   return path
+
+
+# Tiny transformer shapes for parity and pipeline tests (random weights, seconds on CPU).
+TINY_VISION = dict(
+  hidden_size=32,
+  intermediate_size=64,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  image_size=32,
+  patch_size=8,
+)
+
+
+def save_tiny_vit(folder: pathlib.Path) -> pathlib.Path:
+  """A random-weight ViT in the transformers layout (config.json + model.safetensors), via PyTorch."""
+  import torch
+  import transformers
+
+  torch.manual_seed(0)
+  transformers.ViTModel(transformers.ViTConfig(**TINY_VISION)).eval().save_pretrained(
+    folder, safe_serialization=True
+  )
+  return folder

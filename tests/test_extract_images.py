@@ -7,8 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch  # test-only: writes a tiny random-weight checkpoint in the transformers layout
-import transformers
 from PIL import Image
 
 from aligned.backbones import load_image_backbone
@@ -17,23 +15,12 @@ from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.extract import extract
 from configs import extract as extract_config
-from tests.conftest import REPO
+from tests.conftest import REPO, save_tiny_vit
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  torch.manual_seed(0)
-  config = transformers.ViTConfig(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    image_size=32,
-    patch_size=8,
-  )
-  folder = tmp_path_factory.mktemp("vit")
-  transformers.ViTModel(config).eval().save_pretrained(folder, safe_serialization=True)
-  return folder
+  return save_tiny_vit(tmp_path_factory.mktemp("vit"))
 
 
 @pytest.fixture(scope="module")

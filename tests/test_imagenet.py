@@ -89,26 +89,15 @@ def test_missing_tars_are_reported(tmp_path):
 
 
 def test_extraction_from_the_prepared_dataset(prepared, tmp_path):
-  import torch
-  import transformers
-
   from aligned.backbones import load_image_backbone
   from aligned.backbones.preprocessing import preprocess
   from aligned.embedding_store import EmbeddingStore
   from aligned.extract import extract
   from configs import extract as extract_config
+  from tests.conftest import save_tiny_vit
 
   data_dir, _ = prepared
-  torch.manual_seed(0)
-  vit = transformers.ViTConfig(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    image_size=32,
-    patch_size=8,
-  )
-  transformers.ViTModel(vit).eval().save_pretrained(tmp_path / "vit", safe_serialization=True)
+  save_tiny_vit(tmp_path / "vit")
   config = extract_config.get_config("imagenet")
   config.update(checkpoint=str(tmp_path / "vit"), data_dir=str(data_dir), batch_size=4, shard_size=4)
   results = extract(config, tmp_path / "w")

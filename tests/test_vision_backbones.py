@@ -8,15 +8,9 @@ from safetensors.numpy import load_file, save_file
 
 from aligned.backbones import load_image_backbone
 from aligned.errors import DataError
+from tests.conftest import TINY_VISION
 
-TINY = dict(
-  hidden_size=32,
-  intermediate_size=64,
-  num_hidden_layers=2,
-  num_attention_heads=4,
-  image_size=32,
-  patch_size=8,
-)
+TINY = TINY_VISION
 MODELS = {
   "vit": (transformers.ViTModel, transformers.ViTConfig(**TINY)),
   "clip": (transformers.CLIPVisionModel, transformers.CLIPVisionConfig(**TINY)),
