@@ -82,3 +82,14 @@ class MetricsLog:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+  """Deletes the `.NAME.*.tmp` files that `atomic_path` leaves when a run is killed (kill -9).
+
+  Call it when a resumable job starts in its own folder; returns how many were removed.
+  """
+  stale = [p for p in pathlib.Path(folder).rglob(".*.tmp") if p.is_file()]
+  for path in stale:
+    path.unlink(missing_ok=True)
+  return len(stale)

@@ -36,6 +36,8 @@ class EmbeddingStore:
   def open(self, metadata: dict) -> None:
     """Creates the store, or checks that an existing one was made with the same settings."""
     path = self.root / "metadata.json"
+    if self.root.exists():
+      artifacts.remove_stale_temporaries(self.root)  # left by a killed extraction
     if path.exists():
       existing = json.loads(path.read_text())
       if existing != json.loads(json.dumps(metadata)):

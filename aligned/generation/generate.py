@@ -1,0 +1,201 @@
+"""`generate(config, workdir)`: AligNet triplet files from an embedding store and a teacher transform.
+
+    store (ids = file names, embeddings [n, d]) + teacher transform.npz (+ temperature)
+      -> Z = teacher(X) -> k-means on Z at each clustering level -> labels (classes or clusters)
+      -> per sampling strategy: val triplets, then train triplets (disjoint from val)
+      -> similarities: teacher `s(Z) / T` (uncertainty_distillation) and raw `s(X)` (untransformed)
+      -> W/{transform}/{split}_{sampling}.npz, rows sorted to s01 >= s02 >= s12, streamed in chunks
+      -> W/manifest.json (counts, seeds, teacher, store, strategies, sha256 of every file)
+
+Killed at any point and rerun with the same config, files already complete (listed in the
+manifest with a matching sha256) are kept and the rest are written again from the same seeds, so
+the result is identical; a file appears only when complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from aligned import artifacts, odd_one_out
+from aligned.data.alignet_files import alignet_path, validate_alignet
+from aligned.data.cache import sha256_of
+from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
+from aligned.generation.kmeans import kmeans
+from aligned.generation.npz_stream import NpzStreamWriter
+from aligned.generation.sampling import count_distinct, parse_strategy, sample_triplets
+from aligned.progress import Progress
+from aligned.transform import load_transform
+
+_SYNSET = re.compile(r"^(n\d{8})_")
+
+
+def class_labels(ids: np.ndarray) -> np.ndarray:
+  """Integer class of each item from its id: the WordNet synset of an ImageNet file name
+  (`n01440764_10026.JPEG`) or the parent folder of a relative path (`aardvark/aardvark_01b.jpg`)."""
+  names = []
+  for item in ids:
+    match = _SYNSET.match(os.path.basename(item))
+    if match:
+      names.append(match.group(1))
+    elif "/" in item:
+      names.append(item.rsplit("/", 1)[0])
+    else:
+      raise DataError(
+        None, f"cannot tell the class of item {item!r} (not an ImageNet file name or folder/file)"
+      )
+  _, labels = np.unique(np.asarray(names), return_inverse=True)
+  return labels.reshape(-1)
+
+
+@functools.partial(jax.jit, static_argnames="similarity")
+def _chunk_similarities(table, triplets, scale, similarity):
+  return odd_one_out.pair_similarities(table[triplets], similarity) * scale
+
+
+def label_triplets(
+  table: jax.Array, triplets: np.ndarray, scale: float, similarity: str = "dot", chunk: int = 1 << 18
+):
+  """Yields [chunk, 3] float32 similarities [s01, s02, s12] * scale of `triplets`, chunk by chunk."""
+  for start in range(0, len(triplets), chunk):
+    part = triplets[start : start + chunk]
+    padded = np.pad(part, ((0, chunk - len(part)), (0, 0)))  # one compiled shape
+    yield np.asarray(_chunk_similarities(table, padded, scale, similarity))[: len(part)]
+
+
+def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> None:
+  """Sorts each row to s01 >= s02 >= s12 (items with their similarities) and streams the npz."""
+  width = max(len(i) for i in ids)
+  parts = []
+
+  def sorted_chunks():
+    for start, sims in zip(
+      range(0, len(triplets), chunk), label_triplets(table, triplets, scale, similarity, chunk), strict=True
+    ):
+      indices, sims = odd_one_out.sort_odd_one_out_last(triplets[start : start + chunk], sims)
+      validate_alignet(ids[indices], sims, indices, path, n_images=len(ids))  # invariants, per chunk
+      parts.append(indices)
+      yield sims.astype(np.float32)
+
+  n = len(triplets)
+  with NpzStreamWriter(path) as npz:
+    npz.add("similarities", (n, 3), np.float32, sorted_chunks())
+    npz.add("indices", (n, 3), np.int64, (p.astype(np.int64) for p in parts))
+    npz.add("filenames", (n, 3), f"<U{width}", (ids[p].astype(f"<U{width}") for p in parts))
+
+
+def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  workdir = pathlib.Path(workdir)
+  samplings = [(name, *parse_strategy(name)) for name in config.samplings]  # checked before any work
+  store = EmbeddingStore(config.store)
+  missing = store.missing_shards()
+  if missing:
+    raise DataError(config.store, f"{len(missing)} of {store.n_shards} shards missing: extraction unfinished")
+  transform = load_transform(config.teacher)
+  with np.load(config.teacher, allow_pickle=False) as raw:
+    temperature = float(raw["temperature"]) if "temperature" in raw.files else 1.0
+  if store.metadata["dim"] != transform.in_features:
+    raise DataError(
+      config.teacher,
+      f"transform expects {transform.in_features} features, the store has {store.metadata['dim']}",
+    )
+  needs_classes = any(level is None and base != "random" for _, base, level in samplings)
+  ids, x = store.read()
+  labels_by_class = class_labels(ids) if needs_classes else None
+  for name, base, level in samplings:  # counts that can be checked before any work
+    if level is None:
+      labels = labels_by_class if base != "random" else None
+      need = {"random": 0, "between_class": 3, "class_border": 2, "within_class": 1}[base]
+      if labels is not None and len(np.unique(labels)) < need:
+        raise DataError(
+          config.store, f"{name} needs at least {need} classes, the store has {len(np.unique(labels))}"
+        )
+      available = count_distinct(base, len(ids), labels)
+      if config.n_val + config.n_train > available:
+        raise DataError(
+          config.store, f"{name}: {config.n_val + config.n_train:,} triplets requested, {available:,} exist"
+        )
+  workdir.mkdir(parents=True, exist_ok=True)
+  artifacts.remove_stale_temporaries(workdir)  # left by a killed run
+  artifacts.write_json(workdir / "config.json", config.to_dict())
+
+  x_device = jnp.asarray(x)
+  z_device = jnp.asarray(np.asarray(transform(x_device)))
+  tables = {
+    # the teacher's calibrated choice model: softmax(s(Z) / T)
+    "uncertainty_distillation": (z_device, 1.0 / temperature),
+    # the "UnAligNet" control: the raw backbone's similarities
+    "untransformed": (x_device, 1.0),
+  }
+
+  clusters = {}
+  for level in sorted({level for _, _, level in samplings if level is not None}):
+    path = workdir / "clusters" / f"kmeans_{level}.npz"
+    if path.exists():
+      with np.load(path, allow_pickle=False) as saved:
+        clusters[level] = saved["assignments"]
+      continue
+    result = kmeans(np.asarray(z_device), level, seed=config.seed, max_iters=config.kmeans_iters)
+    artifacts.save_npz(
+      path, centroids=result.centroids, assignments=result.assignments, inertia=result.inertia
+    )
+    print(f"k-means k={level}: inertia {result.inertia:.4g}, {result.iterations} iterations", flush=True)
+    clusters[level] = result.assignments
+
+  manifest_path = workdir / "manifest.json"
+  manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
+  manifest.update(
+    {
+      "store": str(config.store),
+      "teacher": str(config.teacher),
+      "teacher_sha256": sha256_of(config.teacher),
+      "temperature": temperature,
+      "similarity": config.similarity,
+      "seed": config.seed,
+      "n_items": len(ids),
+    }
+  )
+  jobs = [(name, split) for name, _, _ in samplings for split in ("val", "train")]
+  progress = Progress(len(jobs) * 2, "files", every_s=0.0)
+  done = 0
+  for index, (name, base, level) in enumerate(samplings):
+    labels = clusters[level] if level is not None else labels_by_class
+    seed = config.seed * 1000 + index
+    val = sample_triplets(base, config.n_val, seed, len(ids), labels)
+    train = sample_triplets(base, config.n_train, seed + 500, len(ids), labels, exclude=val)
+    for split, triplets in (("val", val), ("train", train)):
+      for transform_name, (table, scale) in tables.items():
+        path = alignet_path(workdir, transform_name, split, name)
+        key = str(path.relative_to(workdir))
+        record = manifest["files"].get(key)
+        if not (record and path.exists() and sha256_of(path) == record["sha256"]):
+          _write_file(path, triplets, table, scale, config.similarity, ids, config.chunk)
+          manifest["files"][key] = {
+            "count": len(triplets),
+            "sampling": name,
+            "strategy": base,
+            "clustering_level": level,
+            "seed": seed if split == "val" else seed + 500,
+            "sha256": sha256_of(path),
+          }
+          artifacts.write_json(manifest_path, manifest)
+        done += 1
+        progress.update(done)
+  results = {"workdir": str(workdir), "files": len(manifest["files"]), "manifest": str(manifest_path)}
+  artifacts.write_json(
+    workdir / "results.json", {**results, "counts": {k: v["count"] for k, v in manifest["files"].items()}}
+  )
+  return results
+
+
+def format_results(results: dict) -> str:
+  return f"{results['files']} AligNet files in {results['workdir']} (manifest: {results['manifest']})"

@@ -1,0 +1,30 @@
+"""Generate AligNet triplet files from an embedding store and a teacher transform.
+
+  python -m experiments.generate --config=configs/generate.py:VARIANT --config.store=S \\
+    --config.teacher=T/transform.npz --workdir=W
+
+Writes W/{uncertainty_distillation,untransformed}/{train,val}_{sampling}.npz (release format),
+W/clusters/kmeans_K.npz and W/manifest.json. Variants: release (10 M train + 10 k val per sampling:
+cluster_border_500, class_border, within_class, between_class), smoke (tiny, seconds).
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "release") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.store = ""  # an embedding store (experiments.extract); ids = ImageNet file names
+  config.teacher = ""  # transform.npz of experiments.teacher (with its temperature)
+  config.similarity = "dot"  # the similarity the teacher was fitted with
+  config.samplings = ("cluster_border_500", "class_border", "within_class", "between_class")
+  config.n_train = 10_000_000
+  config.n_val = 10_000
+  config.kmeans_iters = 50
+  config.chunk = 1 << 18  # triplets labelled per device call (bounds memory)
+  config.seed = 0
+  if variant == "smoke":
+    config.samplings = ("cluster_border_3", "random")
+    config.n_train, config.n_val, config.chunk = 2000, 200, 512
+  elif variant != "release":
+    raise ValueError(f"unknown variant {variant!r}; expected release or smoke")
+  return config

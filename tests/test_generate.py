@@ -1,0 +1,153 @@
+"""AligNet generation end to end on a tiny store: release format, labels, strategies, resumption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from aligned import odd_one_out
+from aligned.data.alignet_files import read_alignet
+from aligned.data.cache import sha256_of
+from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
+from aligned.generation.generate import generate
+from configs import generate as generate_config
+from tests.conftest import REPO
+
+N_CLASSES, PER_CLASS, DIM = 4, 15, 6
+
+
+def _inputs(folder, n_per_class=PER_CLASS, dim=DIM):
+  rng = np.random.default_rng(0)
+  n = N_CLASSES * n_per_class
+  ids = np.array([f"n{c:08d}_{i}.JPEG" for c in range(N_CLASSES) for i in range(n_per_class)])
+  x = (
+    rng.normal(size=(N_CLASSES, dim))[np.repeat(np.arange(N_CLASSES), n_per_class)]
+    + 0.5 * rng.normal(size=(n, dim))
+  ).astype(np.float32)
+  store = EmbeddingStore(folder / "store")
+  store.open(
+    {"backbone": "test", "dtype": "float32", "dim": dim, "n_items": n, "shard_size": 16, "source": "test"}
+  )
+  for k in range(store.n_shards):
+    store.write_shard(k, ids[16 * k : 16 * k + 16], x[16 * k : 16 * k + 16])
+  weights = rng.normal(size=(dim, dim)).astype(np.float32)
+  np.savez(
+    folder / "transform.npz",
+    weights=weights,
+    bias=np.zeros(dim, np.float32),
+    mean=np.float32(0.1),
+    std=np.float32(2.0),
+    temperature=np.float32(0.5),
+  )
+  return ids, x, weights
+
+
+def _config(folder, **overrides):
+  config = generate_config.get_config("smoke")
+  config.update({"store": str(folder / "store"), "teacher": str(folder / "transform.npz"), **overrides})
+  return config
+
+
+def test_files_labels_and_strategies(tmp_path):
+  ids, x, weights = _inputs(tmp_path)
+  generate(_config(tmp_path, samplings=("cluster_border_3", "class_border", "random")), tmp_path / "w")
+  z = ((x - 0.1) / 2.0) @ weights
+  assignments = np.load(tmp_path / "w" / "clusters" / "kmeans_3.npz")["assignments"]
+  classes = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+  manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+  assert len(manifest["files"]) == 3 * 2 * 2
+  for sampling in ("cluster_border_3", "class_border", "random"):
+    triplet_sets = {}
+    for transform, table, scale in (("uncertainty_distillation", z, 1 / 0.5), ("untransformed", x, 1.0)):
+      for split, count in (("val", 200), ("train", 2000)):
+        path = tmp_path / "w" / transform / f"{split}_{sampling}.npz"
+        data = read_alignet(path, n_images=len(ids))  # shapes, dtypes, order invariant, index range
+        assert len(data) == count
+        assert manifest["files"][f"{transform}/{split}_{sampling}.npz"]["sha256"] == sha256_of(path)
+        np.testing.assert_array_equal(data.filenames, ids[data.indices])
+        expected = np.asarray(odd_one_out.pair_similarities(table[data.indices])) * scale
+        np.testing.assert_allclose(data.similarities, expected, rtol=1e-4, atol=1e-4)
+        assert (data.similarities[:, 1] >= data.similarities[:, 2]).all()  # s12 smallest too
+        triplet_sets[transform, split] = {tuple(sorted(t)) for t in data.indices.tolist()}
+        labels = {"cluster_border_3": assignments, "class_border": classes}.get(sampling)
+        if labels is not None:  # exactly two items share a label
+          assert all(len(set(labels[t])) == 2 for t in data.indices)
+    # Both twins hold the same triplets; train and val never share one.
+    assert triplet_sets["uncertainty_distillation", "train"] == triplet_sets["untransformed", "train"]
+    assert (
+      not triplet_sets["uncertainty_distillation", "train"] & triplet_sets["uncertainty_distillation", "val"]
+    )
+
+
+def test_killed_and_rerun_gives_identical_files(tmp_path):
+  _inputs(tmp_path, n_per_class=400, dim=32)
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.generate",
+    "--config=configs/generate.py:smoke",
+    f"--config.store={tmp_path / 'store'}",
+    f"--config.teacher={tmp_path / 'transform.npz'}",
+    "--config.n_train=60000",
+    "--config.chunk=4096",
+  ]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  reference = subprocess.run(
+    [*command, f"--workdir={tmp_path / 'ref'}"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert reference.returncode == 0, reference.stderr[-2000:]
+  process = subprocess.Popen(
+    [*command, f"--workdir={tmp_path / 'w'}"],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  manifest = tmp_path / "w" / "manifest.json"
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if manifest.exists() and len(json.loads(manifest.read_text())["files"]) >= 2:
+      break
+    time.sleep(0.02)
+  assert process.poll() is None, "generation finished before it could be killed"
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  written = len(json.loads(manifest.read_text())["files"])
+  assert 2 <= written < 8
+  rerun = subprocess.run(
+    [*command, f"--workdir={tmp_path / 'w'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  ref_files = sorted(
+    p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref").rglob("*.npz") if "clusters" not in str(p)
+  )
+  assert len(ref_files) == 8
+  for relative in ref_files:
+    assert sha256_of(tmp_path / "w" / relative) == sha256_of(tmp_path / "ref" / relative), relative
+  assert not [p for p in (tmp_path / "w").rglob(".*") if p.is_file()]  # no temporaries left
+
+
+def test_bad_inputs_fail_before_any_work(tmp_path):
+  _inputs(tmp_path)
+  np.savez(tmp_path / "wide.npz", weights=np.eye(7), mean=0.0, std=1.0)
+  with pytest.raises(DataError, match="expects 7 features"):
+    generate(_config(tmp_path, teacher=str(tmp_path / "wide.npz")), tmp_path / "a")
+  with pytest.raises(DataError, match="requested"):
+    generate(_config(tmp_path, samplings=("within_class",), n_train=10_000), tmp_path / "b")
+  with pytest.raises(ValueError, match="unknown strategy"):
+    generate(_config(tmp_path, samplings=("odd",)), tmp_path / "c")
+  (tmp_path / "store" / "shard_00001.json").unlink()
+  with pytest.raises(DataError, match="shards missing"):
+    generate(_config(tmp_path), tmp_path / "d")
+  assert not (tmp_path / "a").exists() and not (tmp_path / "d" / "manifest.json").exists()
