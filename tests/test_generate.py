@@ -151,3 +151,16 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
   with pytest.raises(DataError, match="shards missing"):
     generate(_config(tmp_path), tmp_path / "d")
   assert not (tmp_path / "a").exists() and not (tmp_path / "d" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_labelling_matches_the_kernel_in_any_chunking(similarity):
+  from aligned.generation.generate import label_triplets
+
+  rng = np.random.default_rng(3)
+  table = rng.normal(size=(500, 7)).astype(np.float32)
+  triplets = rng.integers(0, 500, size=(2500, 3))
+  expected = np.asarray(odd_one_out.pair_similarities(table[triplets], similarity)) * 0.5
+  for chunk in (1000, 4096):  # rounded up to whole 1,024-triplet steps; the last chunk is padded
+    got = np.concatenate(list(label_triplets(table, triplets, 0.5, similarity, chunk)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

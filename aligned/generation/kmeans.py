@@ -4,8 +4,8 @@
   when fewer), run on the device.
 - Lloyd iterations: points sharded over the `data` axis of a mesh; on each device a `lax.scan` over
   chunks computes distances as one matrix product per chunk (never an [n, k, d] tensor), the argmin,
-  and the per-cluster sums as a second matrix product (one-hot^T @ x); only [k, d] sums, [k] counts
-  and the inertia are summed across devices.
+  and the per-cluster sums by scatter-add; only [k, d] sums, [k] counts and the inertia are summed
+  across devices.
 - Empty clusters are re-seeded with points from a seeded random order, so runs are deterministic.
 - Stops when no assignment changes, or after `max_iters`.
 """
@@ -61,8 +61,11 @@ def _assign_chunk(centroids, chunk_x, chunk_w):
   )
   assignment = jnp.argmin(distance, axis=1)
   best = jnp.maximum(jnp.min(distance, axis=1), 0.0) * chunk_w
-  one_hot = jax.nn.one_hot(assignment, centroids.shape[0], dtype=chunk_x.dtype) * chunk_w[:, None]
-  return assignment.astype(jnp.int32), one_hot.T @ chunk_x, jnp.sum(one_hot, axis=0), jnp.sum(best)
+  k = centroids.shape[0]
+  # Cluster sums by scatter-add, O(chunk * d): a one-hot matmul would double the iteration's FLOPs.
+  sums = jax.ops.segment_sum(chunk_x * chunk_w[:, None], assignment, num_segments=k)
+  counts = jax.ops.segment_sum(chunk_w, assignment, num_segments=k)
+  return assignment.astype(jnp.int32), sums, counts, jnp.sum(best)
 
 
 class _Lloyd:
