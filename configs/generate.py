@@ -22,6 +22,8 @@ def get_config(variant: str = "release") -> ml_collections.ConfigDict:
   config.kmeans_iters = 50
   config.chunk = 1 << 18  # triplets labelled per device call (bounds memory)
   config.seed = 0
+  config.process_count = 1  # several processes (hosts): each writes every process_count-th file
+  config.process_index = 0
   if variant == "smoke":
     config.samplings = ("cluster_border_3", "random")
     config.n_train, config.n_val, config.chunk = 2000, 200, 512

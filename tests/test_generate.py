@@ -164,3 +164,34 @@ def test_labelling_matches_the_kernel_in_any_chunking(similarity):
   for chunk in (1000, 4096):  # rounded up to whole 1,024-triplet steps; the last chunk is padded
     got = np.concatenate(list(label_triplets(table, triplets, 0.5, similarity, chunk)))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_two_processes_write_disjoint_parts_of_the_same_files(tmp_path):
+  _inputs(tmp_path)
+  single = _config(tmp_path)
+  generate(single, tmp_path / "one")
+  for index in (1, 0):  # in any order; the second to finish merges the manifest
+    generate(_config(tmp_path, process_count=2, process_index=index), tmp_path / "two")
+  one = json.loads((tmp_path / "one" / "manifest.json").read_text())["files"]
+  parts = [
+    json.loads((tmp_path / "two" / f"manifest.part-{i}-of-2.json").read_text())["files"] for i in (0, 1)
+  ]
+  assert set(parts[0]) | set(parts[1]) == set(one) and not set(parts[0]) & set(parts[1])
+  merged = json.loads((tmp_path / "two" / "manifest.json").read_text())["files"]
+  assert {k: v["sha256"] for k, v in merged.items()} == {k: v["sha256"] for k, v in one.items()}
+
+
+def test_border_strategies_need_two_classes(tmp_path):
+  _inputs(tmp_path)
+  store = EmbeddingStore(tmp_path / "store")
+  ids, x = store.read()
+  single_class = EmbeddingStore(tmp_path / "single")
+  single_class.open({**store.metadata})
+  for k in range(store.n_shards):
+    single_class.write_shard(
+      k,
+      np.array([f"n00000001_{i}.JPEG" for i in range(16 * k, min(16 * k + 16, len(ids)))]),
+      x[16 * k : 16 * k + 16],
+    )
+  with pytest.raises(DataError, match="at least 2 classes"):
+    generate(_config(tmp_path, store=str(tmp_path / "single"), samplings=("class_border",)), tmp_path / "w")

@@ -162,22 +162,32 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     "untransformed": (x_device, 1.0),
   }
 
-  clusters = {}
+  clusters, clustering = {}, {}
   for level in sorted({level for _, _, level in samplings if level is not None}):
     path = workdir / "clusters" / f"kmeans_{level}.npz"
-    if path.exists():
-      with np.load(path, allow_pickle=False) as saved:
-        clusters[level] = saved["assignments"]
-      continue
-    result = kmeans(np.asarray(z_device), level, seed=config.seed, max_iters=config.kmeans_iters)
-    artifacts.save_npz(
-      path, centroids=result.centroids, assignments=result.assignments, inertia=result.inertia
+    if not path.exists():  # deterministic: every process computes (and may write) the same result
+      result = kmeans(np.asarray(z_device), level, seed=config.seed, max_iters=config.kmeans_iters)
+      artifacts.save_npz(
+        path,
+        centroids=result.centroids,
+        assignments=result.assignments,
+        inertia=np.float64(result.inertia),
+        iterations=np.int64(result.iterations),
+      )
+    with np.load(path, allow_pickle=False) as saved:
+      clusters[level] = saved["assignments"]
+      clustering[level] = {"inertia": float(saved["inertia"]), "iterations": int(saved["iterations"])}
+    print(
+      f"k-means k={level}: inertia {clustering[level]['inertia']:.4g}, {clustering[level]['iterations']} iterations"
     )
-    print(f"k-means k={level}: inertia {result.inertia:.4g}, {result.iterations} iterations", flush=True)
-    clusters[level] = result.assignments
 
-  manifest_path = workdir / "manifest.json"
-  manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
+  # Several processes (config.process_count > 1, e.g. one per host): each writes the files j with
+  # j % count == index, and its own manifest part; whoever finds all parts complete merges them.
+  count, me = config.process_count, config.process_index
+  if not 0 <= me < count:
+    raise ValueError(f"process_index {me} is not in [0, {count})")
+  part_path = workdir / ("manifest.json" if count == 1 else f"manifest.part-{me}-of-{count}.json")
+  manifest = json.loads(part_path.read_text()) if part_path.exists() else {"files": {}}
   manifest.update(
     {
       "store": str(config.store),
@@ -187,11 +197,13 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "similarity": config.similarity,
       "seed": config.seed,
       "n_items": len(ids),
+      "clustering": {str(k): v for k, v in clustering.items()},
+      "complete": False,
     }
   )
-  jobs = [(name, split) for name, _, _ in samplings for split in ("val", "train")]
-  progress = Progress(len(jobs) * 2, "files", every_s=0.0)
-  done = 0
+  n_files = len(samplings) * 2 * len(tables)
+  progress = Progress(n_files, "files", every_s=0.0)
+  job = 0
   for index, (name, base, level) in enumerate(samplings):
     labels = clusters[level] if level is not None else labels_by_class
     seed = config.seed * 1000 + index
@@ -199,6 +211,9 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     train = sample_triplets(base, config.n_train, seed + 500, len(ids), labels, exclude=val)
     for split, triplets in (("val", val), ("train", train)):
       for transform_name, (table, scale) in tables.items():
+        job += 1
+        if (job - 1) % count != me:
+          continue
         path = alignet_path(workdir, transform_name, split, name)
         key = str(path.relative_to(workdir))
         record = manifest["files"].get(key)
@@ -212,14 +227,34 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
             "seed": seed if split == "val" else seed + 500,
             "sha256": sha256_of(path),
           }
-          artifacts.write_json(manifest_path, manifest)
-        done += 1
-        progress.update(done)
-  results = {"workdir": str(workdir), "files": len(manifest["files"]), "manifest": str(manifest_path)}
+          artifacts.write_json(part_path, manifest)
+        progress.update(job)
+  manifest["complete"] = True
+  artifacts.write_json(part_path, manifest)
+  if count > 1:
+    _merge_manifest_parts(workdir, count, n_files)
+  results = {"workdir": str(workdir), "files": len(manifest["files"]), "manifest": str(part_path)}
   artifacts.write_json(
-    workdir / "results.json", {**results, "counts": {k: v["count"] for k, v in manifest["files"].items()}}
+    workdir / f"results{'' if count == 1 else f'.part-{me}'}.json",
+    {**results, "counts": {k: v["count"] for k, v in manifest["files"].items()}},
   )
   return results
+
+
+def _merge_manifest_parts(workdir: pathlib.Path, count: int, n_files: int) -> bool:
+  """Writes manifest.json once every part is complete (any process may: the result is the same)."""
+  parts = [workdir / f"manifest.part-{i}-of-{count}.json" for i in range(count)]
+  if not all(p.exists() for p in parts):
+    return False
+  loaded = [json.loads(p.read_text()) for p in parts]
+  if not all(part.get("complete") for part in loaded):
+    return False
+  merged = {k: v for k, v in loaded[0].items() if k != "files"}
+  merged["files"] = {k: v for part in loaded for k, v in part["files"].items()}
+  if len(merged["files"]) != n_files:
+    raise RuntimeError(f"{workdir}: the manifest parts list {len(merged['files'])} files, expected {n_files}")
+  artifacts.write_json(workdir / "manifest.json", merged)
+  return True
 
 
 def format_results(results: dict) -> str:
