@@ -14,11 +14,9 @@ Definitions:
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -30,35 +28,7 @@ from aligned.data import triplets as triplets_io
 from aligned.errors import DataError
 from aligned.noise_ceiling import noise_ceiling
 from aligned.transform import load_transform
-
-# Above this many objects the [n, n] similarity matrix is not built; triplets are scored in chunks.
-_MAX_MATRIX_OBJECTS = 16384
-_CHUNK = 1 << 16
-
-
-@functools.partial(jax.jit, static_argnames="similarity")
-def _pair_similarities_via_matrix(embeddings, triplets, similarity):
-  matrix = odd_one_out.similarity_matrix(embeddings, similarity)
-  return odd_one_out.pair_similarities_from_matrix(matrix, triplets)
-
-
-@functools.partial(jax.jit, static_argnames="similarity")
-def _pair_similarities_direct(embeddings, triplets, similarity):
-  return odd_one_out.pair_similarities(embeddings[triplets], similarity)
-
-
-def triplet_similarities(
-  embeddings: np.ndarray, triplets: np.ndarray, similarity: odd_one_out.Similarity = "dot"
-) -> np.ndarray:
-  """[n, d] embeddings, [t, 3] index triplets -> [t, 3] pair similarities [s01, s02, s12]."""
-  if len(embeddings) <= _MAX_MATRIX_OBJECTS:
-    return np.asarray(_pair_similarities_via_matrix(embeddings, triplets, similarity))
-  chunks = []
-  for start in range(0, len(triplets), _CHUNK):
-    chunk = triplets[start : start + _CHUNK]
-    padded = np.pad(chunk, ((0, _CHUNK - len(chunk)), (0, 0)))  # one compiled shape
-    chunks.append(np.asarray(_pair_similarities_direct(embeddings, padded, similarity))[: len(chunk)])
-  return np.concatenate(chunks)
+from aligned.triplet_similarities import triplet_similarities
 
 
 def triplet_metrics(sims: np.ndarray, counts: np.ndarray, temperature: float = 1.0) -> dict:

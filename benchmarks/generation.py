@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aligned.generation.generate import label_triplets
 from aligned.generation.kmeans import _Lloyd
 from aligned.sharding import data_mesh
+from aligned.triplet_similarities import iter_pair_similarities
 
 
 def _best(fn, repeats=3) -> float:
@@ -60,7 +60,9 @@ def main():
   )
 
   triplets = rng.integers(0, n, size=(args.triplets, 3))
-  labelling = _best(lambda: sum(len(c) for c in label_triplets(x, triplets, 1.0, chunk=1 << 18)), repeats=2)
+  labelling = _best(
+    lambda: sum(len(c) for c in iter_pair_similarities(x, triplets, 1.0, chunk=1 << 18)), repeats=2
+  )
   a = jnp.ones((256 * 1024 * 1024 // 4,), jnp.float32)
   reduce_sum = jax.jit(jnp.sum)
   bandwidth = a.nbytes / _best(lambda: jax.block_until_ready(reduce_sum(a)))

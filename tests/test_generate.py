@@ -155,14 +155,14 @@ def test_bad_inputs_fail_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_labelling_matches_the_kernel_in_any_chunking(similarity):
-  from aligned.generation.generate import label_triplets
+  from aligned.triplet_similarities import iter_pair_similarities
 
   rng = np.random.default_rng(3)
   table = rng.normal(size=(500, 7)).astype(np.float32)
   triplets = rng.integers(0, 500, size=(2500, 3))
   expected = np.asarray(odd_one_out.pair_similarities(table[triplets], similarity)) * 0.5
   for chunk in (1000, 4096):  # rounded up to whole 1,024-triplet steps; the last chunk is padded
-    got = np.concatenate(list(label_triplets(table, triplets, 0.5, similarity, chunk)))
+    got = np.concatenate(list(iter_pair_similarities(table, triplets, 0.5, similarity, chunk)))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -195,3 +195,17 @@ def test_border_strategies_need_two_classes(tmp_path):
     )
   with pytest.raises(DataError, match="at least 2 classes"):
     generate(_config(tmp_path, store=str(tmp_path / "single"), samplings=("class_border",)), tmp_path / "w")
+
+
+def test_matrix_and_streamed_paths_agree(monkeypatch):
+  from aligned import triplet_similarities as module
+
+  rng = np.random.default_rng(4)
+  table = rng.normal(size=(300, 5)).astype(np.float32)
+  triplets = rng.integers(0, 300, size=(1500, 3))
+  for similarity in ("dot", "cosine"):
+    via_matrix = module.triplet_similarities(table, triplets, similarity)
+    monkeypatch.setattr(module, "MAX_MATRIX_ITEMS", 10)  # force the streamed path
+    streamed = module.triplet_similarities(table, triplets, similarity)
+    monkeypatch.undo()
+    np.testing.assert_allclose(streamed, via_matrix, rtol=1e-5, atol=1e-5)

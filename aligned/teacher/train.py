@@ -20,13 +20,14 @@ from aligned import artifacts, odd_one_out, plots
 from aligned.data import embeddings as embeddings_io
 from aligned.data import triplets as triplets_io
 from aligned.errors import DataError
-from aligned.evaluate import triplet_metrics, triplet_similarities
+from aligned.evaluate import triplet_metrics
 from aligned.noise_ceiling import noise_ceiling
 from aligned.progress import Progress
 from aligned.sharding import data_mesh
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter
+from aligned.triplet_similarities import triplet_similarities
 
 
 def _eval_files(config) -> list[tuple[str, str]]:
