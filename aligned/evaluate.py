@@ -10,6 +10,23 @@ Definitions:
   probability of the pair the person chose (temperature 1 by default; a calibrated temperature is
   the teacher's and the evaluation suite's business).
 - `noise_ceiling`: see `aligned.noise_ceiling`; null for files with one response per triplet.
+- `accuracy_ci95`: 95 % interval of the accuracy, a ratio of hits to responses summed over triplets;
+  normal approximation with the delta method over triplets (the binomial interval when every triplet
+  has one response), since responses to one triplet are not independent.
+- `per_category` (THINGS, 1,854 objects): the same accuracy, noise ceiling and interval on the
+  triplets whose three objects all belong to one of the 27 high-level categories of
+  `category_mat_manual.tsv` (an object may be in several; a triplet counts for each category that
+  holds all three), and on `mixed` triplets, those no category holds entirely.
+- `uncertainty`: temperature by cross-validation, KL, entropy correlation and calibration; see
+  `aligned.uncertainty` (definitions there and in WORKSPACE.md).
+- `rsa_*_ci95`: bootstrap over objects (`aligned.rsa`); `rsm_similarity` is how the model's matrix
+  was built (dot, cosine or triplet_softmax).
+- `levels` (with `config.levels`): the same per abstraction level of the Levels set (global =
+  between_class, local = within_class, class_boundary), with the human noise ceiling per level,
+  reaction-time summaries and the uncertainty metrics including RT correlations.
+
+Per-triplet arrays for the report's plots go to `workdir/arrays.npz` (model and human RSMs with their
+object ids and categories, entropies, reliability bins), written before `results.json`.
 """
 
 from __future__ import annotations
@@ -21,14 +38,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aligned import artifacts, odd_one_out, rsa
+from aligned import artifacts, odd_one_out, rsa, uncertainty
 from aligned.data import embeddings as embeddings_io
-from aligned.data import similarity_matrices
+from aligned.data import levels as levels_io
+from aligned.data import similarity_matrices, things
 from aligned.data import triplets as triplets_io
 from aligned.errors import DataError
 from aligned.noise_ceiling import noise_ceiling
 from aligned.transform import load_transform
 from aligned.triplet_similarities import triplet_similarities
+
+_Z95 = 1.959963984540054
 
 
 def triplet_metrics(sims: np.ndarray, counts: np.ndarray, temperature: float = 1.0) -> dict:
@@ -42,23 +62,167 @@ def triplet_metrics(sims: np.ndarray, counts: np.ndarray, temperature: float = 1
   }
 
 
+def ratio_ci95(hits: np.ndarray, responses: np.ndarray) -> list[float] | None:
+  """95 % interval of sum(hits) / sum(responses) over triplets (delta method, normal approximation)."""
+  hits, responses = np.asarray(hits, np.float64), np.asarray(responses, np.float64)
+  t = len(hits)
+  if t == 0 or responses.sum() == 0:
+    return None
+  ratio = hits.sum() / responses.sum()
+  if t < 2:
+    return [ratio, ratio]
+  residual = hits - ratio * responses
+  se = np.sqrt((residual**2).sum() / (t * (t - 1))) / responses.mean()
+  return [float(ratio - _Z95 * se), float(ratio + _Z95 * se)]
+
+
+def accuracy_summary(sims: np.ndarray, counts: np.ndarray) -> dict:
+  """Accuracy over responses with its 95 % interval, beside the noise ceiling of the same triplets."""
+  counts = np.asarray(counts)
+  if len(counts) == 0:
+    return {"accuracy": None, "accuracy_ci95": None, "n_triplets": 0, "n_responses": 0, "noise_ceiling": None}
+  hits = np.asarray(jnp.sum(odd_one_out.predicted_pair_onehot(jnp.asarray(sims)) * counts, axis=-1))
+  ceiling = noise_ceiling(counts)
+  return {
+    "accuracy": float(hits.sum() / counts.sum()),
+    "accuracy_ci95": ratio_ci95(hits, counts.sum(axis=-1)),
+    "n_triplets": int(len(counts)),
+    "n_responses": int(counts.sum()),
+    "noise_ceiling": ceiling["noise_ceiling"],
+    "noise_ceiling_ci95": ceiling["noise_ceiling_ci95"],
+    "loo_agreement": ceiling["loo_agreement"],
+  }
+
+
+def per_category_accuracy(
+  sims: np.ndarray, counts: np.ndarray, triplets: np.ndarray, categories: np.ndarray, names
+) -> dict:
+  """`accuracy_summary` per category (all three objects in it) and for `mixed` triplets (none).
+
+  Args:
+    sims, counts: [t, 3] model similarities and human counts.
+    triplets: [t, 3] object indices (rows of `categories`).
+    categories: [n_objects, c] bool membership.
+    names: the c category names.
+  """
+  inside = np.asarray(categories)[np.asarray(triplets)].all(axis=1)  # [t, c]
+  result = {name: accuracy_summary(sims[inside[:, c]], counts[inside[:, c]]) for c, name in enumerate(names)}
+  result["mixed"] = accuracy_summary(sims[~inside.any(axis=1)], counts[~inside.any(axis=1)])
+  return result
+
+
 def _optional(value) -> str | None:
   return str(value) if value else None
 
 
+def _category_of(objects: np.ndarray, concepts: things.ThingsConcepts) -> np.ndarray:
+  """The first high-level category of each object ("other" if none): the RSM plots' sort key."""
+  member = concepts.categories[objects]
+  first = np.argmax(member, axis=1)
+  return np.where(member.any(axis=1), np.asarray(concepts.category_names)[first], "other")
+
+
+def _rsa_results(config, embeddings: np.ndarray, fitted_temperature: float | None) -> tuple[dict, dict]:
+  human_rsm = similarity_matrices.load_human_rsm(config.rsm, config.rsm_objects, config.rsm_kind)
+  if human_rsm.object_indices.max() >= len(embeddings):
+    raise DataError(config.rsm_objects, f"object index beyond the {len(embeddings)} embeddings")
+  kind = config.rsm_similarity or config.similarity
+  temperature = config.rsm_temperature or fitted_temperature or config.temperature
+  model = rsa.model_rsm(embeddings[human_rsm.object_indices], kind, temperature)
+  scores = rsa.rsa(model, human_rsm.similarity)
+  intervals = rsa.bootstrap_rsa(model, human_rsm.similarity, config.bootstrap, config.seed)
+  results = dict(
+    rsm=str(config.rsm),
+    rsm_n_objects=len(human_rsm.object_ids),
+    rsa_spearman=scores["spearman"],
+    rsa_pearson=scores["pearson"],
+    rsm_similarity=kind,
+    rsm_temperature=float(temperature) if kind == "triplet_softmax" else None,
+    rsa_spearman_ci95=intervals["spearman_ci95"],
+    rsa_pearson_ci95=intervals["pearson_ci95"],
+    rsa_n_boot=intervals["n_boot"],
+  )
+  arrays = {"rsm_model": model.astype(np.float32), "rsm_human": human_rsm.similarity.astype(np.float32)}
+  arrays["rsm_object_ids"] = np.asarray(human_rsm.object_ids)
+  if len(embeddings) == things.N_OBJECTS:
+    arrays["rsm_categories"] = _category_of(human_rsm.object_indices, things.load_concepts())
+  return results, arrays
+
+
+def _levels_results(config, transform) -> tuple[dict, dict]:
+  """Accuracy, noise ceiling, RTs and uncertainty per abstraction level of a Levels response file."""
+  if not config.levels_embeddings:
+    raise ValueError("--config.levels needs --config.levels_embeddings (image embeddings with ids)")
+  stimuli = levels_io.read_levels_stimuli(config.levels_stimuli) if config.levels_stimuli else None
+  responses = levels_io.read_levels_responses(config.levels, stimuli)
+  ids, embeddings = levels_io.load_image_embeddings(config.levels_embeddings, config.levels_ids or None)
+  if transform is not None:
+    if embeddings.shape[1] != transform.in_features:
+      raise DataError(
+        config.transform,
+        f"transform expects {transform.in_features} features but {config.levels_embeddings} has "
+        f"{embeddings.shape[1]}",
+      )
+    embeddings = np.asarray(transform(embeddings))
+  data = levels_io.levels_triplets(responses, ids, str(config.levels_ids or config.levels_embeddings))
+  sims = triplet_similarities(embeddings, data.human.triplets, config.similarity)
+  counts = data.human.counts
+  per_level = {}
+  for level in levels_io.LEVELS:
+    here = data.levels == level
+    per_level[level] = {
+      **accuracy_summary(sims[here], counts[here]),
+      "rt": levels_io.rt_summary(responses.rt[responses.levels == level]),
+    }
+  results = {
+    "responses": str(config.levels),
+    "embeddings": str(config.levels_embeddings),
+    "n_responses": int(counts.sum()),
+    "n_triplets": data.human.n_triplets,
+    "n_timeouts": responses.n_timeouts,
+    "trial_types": responses.trial_types,
+    "overall": {**accuracy_summary(sims, counts), "rt": levels_io.rt_summary(responses.rt)},
+    "per_level": per_level,
+  }
+  arrays = {"levels_level": data.levels, "levels_mean_rt": data.mean_rt.astype(np.float32)}
+  if config.uncertainty_folds:
+    scores, per_triplet = uncertainty.uncertainty_alignment(
+      sims, counts, config.uncertainty_folds, config.ece_bins, config.seed, mean_rt=data.mean_rt
+    )
+    results["uncertainty"] = scores
+    arrays.update({f"levels_{k}": v for k, v in per_triplet.items()})
+  return results, arrays
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Scores embeddings on a human triplet file (and optionally a human similarity matrix)."""
+  """Scores embeddings on a human triplet file (and optionally a human similarity matrix, Levels)."""
   workdir = pathlib.Path(workdir)
-  if not config.embeddings:
+  if not config.embeddings and not config.get("levels"):
     raise ValueError("set --config.embeddings to an [objects, features] .npy or .txt file")
-  if not config.triplets:
+  if config.embeddings and not config.triplets:
     raise ValueError("set --config.triplets to a human triplet file")
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
+  transform = load_transform(config.transform) if config.transform else None
 
+  results, arrays = {}, {}
+  if config.embeddings:
+    things_results, things_arrays = _things_results(config, transform)
+    results.update(things_results)
+    arrays.update(things_arrays)
+  if config.get("levels"):
+    results["levels"], levels_arrays = _levels_results(config, transform)
+    arrays.update(levels_arrays)
+
+  artifacts.save_npz(workdir / "arrays.npz", **arrays)  # before results.json, which marks a complete run
+  artifacts.write_json(workdir / "results.json", results)
+  return results
+
+
+def _things_results(config, transform) -> tuple[dict, dict]:
+  """Accuracy, noise ceiling, categories, uncertainty and RSA on THINGS objects."""
   embeddings = embeddings_io.load_embeddings(config.embeddings, order=config.embeddings_order)
-  if config.transform:
-    transform = load_transform(config.transform)
+  if transform is not None:
     if embeddings.shape[1] != transform.in_features:
       raise DataError(
         config.transform,
@@ -69,6 +233,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
 
   human = triplets_io.read_triplets(config.triplets, config.triplets_format, n_objects=len(embeddings))
   sims = triplet_similarities(embeddings, human.triplets, config.similarity)
+  summary = accuracy_summary(sims, human.counts)
   results = {
     "embeddings": str(config.embeddings),
     "embeddings_order": config.embeddings_order,
@@ -82,31 +247,35 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     "n_responses": human.n_responses,
     "chance": 1.0 / 3.0,
     **triplet_metrics(sims, human.counts, config.temperature),
+    "accuracy_ci95": summary["accuracy_ci95"],
     "temperature": float(config.temperature),
   }
   ceiling = noise_ceiling(human.counts) if human.is_multi_response else None
   results["noise_ceiling"] = ceiling["noise_ceiling"] if ceiling else None
   results["noise_ceiling_ci95"] = ceiling["noise_ceiling_ci95"] if ceiling else None
   results["loo_agreement"] = ceiling["loo_agreement"] if ceiling else None
+  arrays = {}
+
+  if config.categories and len(embeddings) == things.N_OBJECTS:
+    concepts = things.load_concepts()
+    results["per_category"] = per_category_accuracy(
+      sims, human.counts, human.triplets, concepts.categories, concepts.category_names
+    )
+  fitted = None
+  if config.uncertainty_folds and human.n_triplets >= config.uncertainty_folds:
+    results["uncertainty"], per_triplet = uncertainty.uncertainty_alignment(
+      sims, human.counts, config.uncertainty_folds, config.ece_bins, config.seed
+    )
+    fitted = results["uncertainty"]["temperature"]
+    arrays.update({f"things_{k}": v for k, v in per_triplet.items()})
 
   if config.rsm:
     if not config.rsm_objects:
       raise ValueError("--config.rsm needs --config.rsm_objects (the matrix's object list)")
-    human_rsm = similarity_matrices.load_human_rsm(config.rsm, config.rsm_objects, config.rsm_kind)
-    if human_rsm.object_indices.max() >= len(embeddings):
-      raise DataError(config.rsm_objects, f"object index beyond the {len(embeddings)} embeddings")
-    chosen = jnp.asarray(embeddings[human_rsm.object_indices])
-    model_rsm = np.asarray(odd_one_out.similarity_matrix(chosen, config.similarity))
-    scores = rsa.rsa(model_rsm, human_rsm.similarity)
-    results.update(
-      rsm=str(config.rsm),
-      rsm_n_objects=len(human_rsm.object_ids),
-      rsa_spearman=scores["spearman"],
-      rsa_pearson=scores["pearson"],
-    )
-
-  artifacts.write_json(workdir / "results.json", results)
-  return results
+    rsa_results, rsa_arrays = _rsa_results(config, embeddings, fitted)
+    results.update(rsa_results)
+    arrays.update(rsa_arrays)
+  return results, arrays
 
 
 def format_results(results: dict) -> str:

@@ -11,6 +11,13 @@ the 2,171 real human THINGS triplets and the human RDM48:
 Expected: accuracy 65.73 %, 2,171 triplets and responses, no noise ceiling (one response each),
 RSA Spearman 0.87.
 Any field can be overridden, e.g. --config.similarity=cosine --config.embeddings_order=raw.
+
+Also computed: accuracy per THINGS category (and mixed triplets), uncertainty alignment (temperature
+by 5-fold CV over triplets, KL, entropy correlation, ECE; --config.uncertainty_folds=0 turns it off),
+bootstrap intervals of the RSA (--config.rsm_similarity=triplet_softmax for the SPoSE-style matrix).
+Levels (AligNet's human set) with image embeddings of its ImageNet-train images:
+  --config.levels=responses.csv [--config.levels_stimuli=stimulus_list.csv] \
+  --config.levels_embeddings=STORE_DIR (or E.npy --config.levels_ids=file_names.txt)
 """
 
 import ml_collections
@@ -31,6 +38,17 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.rsm = ""  # optional human (dis)similarity matrix (.mat or .npy)
   config.rsm_objects = ""  # its object list in row order (.csv with image_name, or ids per line)
   config.rsm_kind = "auto"  # auto | similarity | dissimilarity
+  config.rsm_similarity = ""  # the model's matrix: dot | cosine | triplet_softmax ("": as `similarity`)
+  config.rsm_temperature = 0.0  # triplet_softmax temperature; 0: the fitted one (else `temperature`)
+  config.bootstrap = 1000  # resamples of objects for the RSA intervals
+  config.categories = True  # accuracy per THINGS high-level category (1,854-object embeddings only)
+  config.uncertainty_folds = 5  # folds over triplets for the temperature; 0 skips uncertainty metrics
+  config.ece_bins = 10  # reliability-diagram bins over confidence [1/3, 1]
+  config.seed = 0  # folds and bootstrap
+  config.levels = ""  # optional Levels response file (codebook format)
+  config.levels_stimuli = ""  # its stimulus list, when the responses have no triplet-type column
+  config.levels_embeddings = ""  # embedding store folder, or .npy/.txt with `levels_ids`
+  config.levels_ids = ""  # one image file name per line, line i = row i of levels_embeddings
 
   if variant == "spose":
     things = data_dir() / "things"

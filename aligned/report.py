@@ -1,0 +1,414 @@
+"""Reports: the results of several evaluation runs side by side.
+
+`write_report(config, workdir)` is what `python -m experiments.report` runs. It reads each run's
+`results.json` (and `arrays.npz`, written by `aligned.evaluate`) and writes, atomically:
+
+- `workdir/report.md`: tables with 95 % intervals beside the noise ceiling and chance: the main
+  table (THINGS odd-one-out, uncertainty, RSA), accuracy per THINGS category, the Levels abstraction
+  levels with the human noise ceiling and reaction times, uncertainty alignment, and few-shot /
+  distribution-shift transfer when a run has them (`fewshot`, `shift` keys);
+- `workdir/results.json`: the gathered runs' results, by run name;
+- `workdir/results.csv`: every number of those tables in long form
+  (`run, section, group, metric, value, ci95_low, ci95_high, n`);
+- `workdir/plots/`: RSMs of the THINGS objects sorted by category (human and models side by side),
+  accuracy per abstraction level with the noise ceiling, reliability diagrams, and model-vs-human
+  entropy scatter; a plot is left out (and the report says why) when no run has its data.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import pathlib
+
+import ml_collections
+import numpy as np
+
+from aligned import artifacts, report_plots
+from aligned.data.levels import LEVEL_NAMES, LEVELS
+from aligned.errors import DataError
+
+CSV_COLUMNS = ("run", "section", "group", "metric", "value", "ci95_low", "ci95_high", "n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  path: pathlib.Path
+  results: dict
+  arrays: dict  # from arrays.npz; empty when the run has none
+
+
+def load_run(path: str | os.PathLike, name: str = "") -> Run:
+  """A finished run: its results.json (required) and arrays.npz (optional)."""
+  path = pathlib.Path(path)
+  results_path = path / "results.json"
+  if not results_path.exists():
+    raise DataError(results_path, "not found: not a finished run (evaluate writes results.json last)")
+  try:
+    results = json.loads(results_path.read_text())
+  except json.JSONDecodeError as e:
+    raise DataError(results_path, f"not valid JSON ({e.msg})", row=e.lineno) from None
+  if not isinstance(results, dict):
+    raise DataError(results_path, "expected a JSON object")
+  arrays = {}
+  if (path / "arrays.npz").exists():
+    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+      arrays = {k: npz[k] for k in npz.files}
+  return Run(name or path.name, path, results, arrays)
+
+
+def _split(value: str) -> list[str]:
+  return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def gather(config: ml_collections.ConfigDict) -> list[Run]:
+  paths, names = _split(config.runs), _split(config.names)
+  if not paths:
+    raise ValueError("set --config.runs to a comma-separated list of run workdirs")
+  if names and len(names) != len(paths):
+    raise ValueError(f"{len(names)} names for {len(paths)} runs")
+  runs = [load_run(p, names[i] if names else "") for i, p in enumerate(paths)]
+  seen = [r.name for r in runs]
+  if len(set(seen)) != len(seen):
+    raise ValueError(f"run names repeat ({', '.join(seen)}); give --config.names")
+  return runs
+
+
+# ------------------------------------------------------------------------------------------------
+# Formatting
+# ------------------------------------------------------------------------------------------------
+
+
+def pct(value, ci=None) -> str:
+  """`65.73 % [63.73, 67.73]`, or `n/a`."""
+  if value is None:
+    return "n/a"
+  text = f"{100 * value:.2f} %"
+  return text + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
+
+
+def num(value, ci=None, digits: int = 3) -> str:
+  if value is None:
+    return "n/a"
+  text = f"{value:.{digits}f}"
+  return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+class Records:
+  """Collects the long-form rows of results.csv."""
+
+  def __init__(self):
+    self.rows: list[dict] = []
+
+  def add(self, run, section, group, metric, value, ci=None, n=None) -> None:
+    if value is None:
+      return
+    self.rows.append(
+      dict(
+        run=run,
+        section=section,
+        group=group,
+        metric=metric,
+        value=value,
+        ci95_low=ci[0] if ci else "",
+        ci95_high=ci[1] if ci else "",
+        n="" if n is None else n,
+      )
+    )
+
+  def to_csv(self) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(self.rows)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------
+# Sections
+# ------------------------------------------------------------------------------------------------
+
+
+def _main_section(runs: list[Run], records: Records) -> str:
+  header = [
+    "run",
+    "THINGS accuracy [95 % CI]",
+    "noise ceiling",
+    "chance",
+    "triplets / responses",
+    "p(human choice)",
+    "RSA Spearman [95 % CI]",
+    "RSA Pearson [95 % CI]",
+  ]
+  rows = []
+  for run in runs:
+    r = run.results
+    if "accuracy" not in r:
+      continue
+    rows.append(
+      [
+        run.name,
+        pct(r["accuracy"], r.get("accuracy_ci95")),
+        pct(r.get("noise_ceiling"), r.get("noise_ceiling_ci95")),
+        pct(r.get("chance", 1 / 3)),
+        f"{r['n_triplets']:,} / {r['n_responses']:,}",
+        num(r.get("mean_human_choice_prob"), digits=4),
+        num(r.get("rsa_spearman"), r.get("rsa_spearman_ci95")),
+        num(r.get("rsa_pearson"), r.get("rsa_pearson_ci95")),
+      ]
+    )
+    things = "things"
+    records.add(run.name, things, "all", "accuracy", r["accuracy"], r.get("accuracy_ci95"), r["n_responses"])
+    records.add(run.name, things, "all", "noise_ceiling", r.get("noise_ceiling"), r.get("noise_ceiling_ci95"))
+    records.add(run.name, things, "all", "chance", r.get("chance"))
+    records.add(run.name, things, "all", "mean_human_choice_prob", r.get("mean_human_choice_prob"))
+    for kind in ("spearman", "pearson"):
+      records.add(
+        run.name,
+        "rsa",
+        r.get("rsm_similarity", ""),
+        kind,
+        r.get(f"rsa_{kind}"),
+        r.get(f"rsa_{kind}_ci95"),
+        r.get("rsm_n_objects"),
+      )
+  if not rows:
+    return ""
+  sources = sorted({f"`{run.results['triplets']}`" for run in runs if "triplets" in run.results})
+  rsms = sorted(
+    {f"`{run.results['rsm']}` ({run.results.get('rsm_similarity')})" for run in runs if "rsm" in run.results}
+  )
+  notes = f"Triplets: {', '.join(sources)}."
+  if rsms:
+    notes += f" RSA against {', '.join(rsms)}, intervals by bootstrap over objects."
+  return "## THINGS odd-one-out and RSA\n\n" + markdown_table(header, rows) + "\n\n" + notes + "\n"
+
+
+def _category_section(runs: list[Run], records: Records) -> str:
+  with_categories = [run for run in runs if "per_category" in run.results]
+  if not with_categories:
+    return ""
+  names = list(with_categories[0].results["per_category"])
+  header = ["category", "triplets"] + [run.name for run in with_categories] + ["noise ceiling"]
+  rows = []
+  for name in names:
+    first = with_categories[0].results["per_category"][name]
+    if first["n_triplets"] == 0:
+      continue
+    cells = [name, f"{first['n_triplets']:,}"]
+    for run in with_categories:
+      entry = run.results["per_category"].get(name, {})
+      cells.append(pct(entry.get("accuracy"), entry.get("accuracy_ci95")))
+      records.add(
+        run.name,
+        "things_category",
+        name,
+        "accuracy",
+        entry.get("accuracy"),
+        entry.get("accuracy_ci95"),
+        entry.get("n_responses"),
+      )
+    cells.append(pct(first.get("noise_ceiling"), first.get("noise_ceiling_ci95")))
+    rows.append(cells)
+  empty = [n for n in names if with_categories[0].results["per_category"][n]["n_triplets"] == 0]
+  note = (
+    "A triplet counts for a category when all three objects belong to it; `mixed`: no category holds all "
+    "three."
+  )
+  if empty:
+    note += f" No triplets in: {', '.join(empty)}."
+  return (
+    "## THINGS accuracy per high-level category\n\n" + markdown_table(header, rows) + "\n\n" + note + "\n"
+  )
+
+
+def _levels_section(runs: list[Run], records: Records) -> str:
+  with_levels = [run for run in runs if "levels" in run.results]
+  if not with_levels:
+    return "## Levels\n\nNo run has Levels results (evaluate with `--config.levels=RESPONSES.csv`).\n"
+  groups = [*LEVELS, "overall"]
+  header = ["", *(f"{LEVEL_NAMES[g]} ({g})" if g in LEVEL_NAMES else "all" for g in groups)]
+  rows = []
+  for run in with_levels:
+    cells = [run.name]
+    for g in groups:
+      entry = run.results["levels"]["overall"] if g == "overall" else run.results["levels"]["per_level"][g]
+      cells.append(pct(entry["accuracy"], entry.get("accuracy_ci95")))
+      records.add(
+        run.name, "levels", g, "accuracy", entry["accuracy"], entry.get("accuracy_ci95"), entry["n_responses"]
+      )
+    rows.append(cells)
+  reference = with_levels[0].results["levels"]
+  entries = [reference["per_level"][g] for g in LEVELS] + [reference["overall"]]
+  rows.append(
+    ["human noise ceiling", *(pct(e.get("noise_ceiling"), e.get("noise_ceiling_ci95")) for e in entries)]
+  )
+  rows.append(["chance", *(pct(1 / 3) for _ in entries)])
+  rows.append(["triplets / responses", *(f"{e['n_triplets']:,} / {e['n_responses']:,}" for e in entries)])
+  rows.append(
+    [
+      "human RT median [IQR] (ms)",
+      *(
+        "n/a"
+        if e["rt"]["median"] is None
+        else f"{e['rt']['median']:.0f} [{e['rt']['q25']:.0f}, {e['rt']['q75']:.0f}]"
+        for e in entries
+      ),
+    ]
+  )
+  for g, e in zip(groups, entries, strict=True):
+    records.add("human", "levels", g, "noise_ceiling", e.get("noise_ceiling"), e.get("noise_ceiling_ci95"))
+    records.add("human", "levels", g, "rt_median_ms", e["rt"]["median"], None, e["rt"]["n"])
+  note = f"Responses: `{reference['responses']}` ({reference['n_timeouts']} timeouts left out)."
+  return "## Levels: accuracy per abstraction level\n\n" + markdown_table(header, rows) + "\n\n" + note + "\n"
+
+
+def _uncertainty_section(runs: list[Run], records: Records) -> str:
+  header = ["run", "data", "T (CV)", "fold T", "held-out NLL", "KL [95 % CI]", "entropy rho", "RT rho", "ECE"]
+  rows = []
+  for run in runs:
+    for data, u in (
+      ("THINGS", run.results.get("uncertainty")),
+      ("Levels", run.results.get("levels", {}).get("uncertainty")),
+    ):
+      if not u:
+        continue
+      folds = u["fold_temperatures"]
+      rows.append(
+        [
+          run.name,
+          data,
+          num(u["temperature"], digits=4),
+          f"{min(folds):.4g}-{max(folds):.4g}",
+          num(u["cv_nll"], digits=4),
+          num(u["mean_kl"], u["kl_ci95"], digits=4),
+          num(u.get("entropy_spearman")),
+          num(u.get("rt_spearman")) if "rt_spearman" in u else "",
+          num(u["ece"], digits=4),
+        ]
+      )
+      section = f"uncertainty_{data.lower()}"
+      records.add(run.name, section, "all", "temperature", u["temperature"])
+      records.add(run.name, section, "all", "cv_nll", u["cv_nll"])
+      records.add(run.name, section, "all", "mean_kl", u["mean_kl"], u["kl_ci95"])
+      records.add(
+        run.name,
+        section,
+        "all",
+        "entropy_spearman",
+        u.get("entropy_spearman"),
+        None,
+        u["n_triplets_multi_response"],
+      )
+      records.add(run.name, section, "all", "rt_spearman", u.get("rt_spearman"))
+      records.add(run.name, section, "all", "ece", u["ece"])
+  if not rows:
+    return ""
+  note = (
+    "T minimises the responses' NLL on the other folds; every metric uses out-of-fold probabilities. "
+    "KL(human || model) per triplet, averaged over triplets; entropy rho over triplets with >= 2 "
+    "responses (n/a when people gave one response per triplet); ECE over responses (10 bins on [1/3, 1])."
+  )
+  return "## Uncertainty alignment\n\n" + markdown_table(header, rows) + "\n\n" + note + "\n"
+
+
+def _leaves(tree, prefix=()):
+  """(path, leaf) pairs of a nested dict; a leaf is a number or a {mean, std} dict."""
+  if isinstance(tree, dict) and not ("mean" in tree and not isinstance(tree["mean"], dict)):
+    for key, value in tree.items():
+      yield from _leaves(value, (*prefix, str(key)))
+  else:
+    yield prefix, tree
+
+
+def _transfer_section(runs: list[Run], records: Records, key: str, title: str) -> str:
+  with_key = [run for run in runs if isinstance(run.results.get(key), dict)]
+  if not with_key:
+    return ""
+  table: dict[tuple, dict[str, str]] = {}
+  for run in with_key:
+    for path, leaf in _leaves(run.results[key]):
+      if isinstance(leaf, dict):
+        mean, std = leaf.get("mean"), leaf.get("std")
+        cell = "n/a" if mean is None else pct(mean) + (f" ± {100 * std:.2f}" if std is not None else "")
+        records.add(run.name, key, "/".join(path), "mean", mean)
+        records.add(run.name, key, "/".join(path), "std", std)
+      elif isinstance(leaf, int | float) and not isinstance(leaf, bool):
+        cell = pct(leaf) if 0 <= leaf <= 1 else f"{leaf:g}"
+        records.add(run.name, key, "/".join(path), "value", leaf)
+      else:
+        continue
+      table.setdefault(path, {})[run.name] = cell
+  depth = max(len(p) for p in table)
+  header = [f"level {i + 1}" for i in range(depth)] + [run.name for run in with_key]
+  rows = [
+    [*path, *([""] * (depth - len(path))), *(cells.get(run.name, "") for run in with_key)]
+    for path, cells in table.items()
+  ]
+  return f"## {title}\n\n" + markdown_table(header, rows) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------------
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Gathers the runs, writes report.md, results.csv and plots/; returns a summary."""
+  workdir = pathlib.Path(workdir)
+  runs = gather(config)
+  records = Records()
+  sections = [
+    _main_section(runs, records),
+    _category_section(runs, records),
+    _levels_section(runs, records),
+    _uncertainty_section(runs, records),
+    _transfer_section(runs, records, "fewshot", "Few-shot linear probes (accuracy, mean ± std over seeds)"),
+    _transfer_section(runs, records, "shift", "Distribution shift"),
+  ]
+  plots, missing = report_plots.make_plots(runs, workdir / "plots") if config.plots else ({}, {})
+  plot_lines = [f"- `{name}`: ![{name}](plots/{file})" for name, file in plots.items()]
+  plot_lines += [f"- {name}: not drawn ({why})" for name, why in missing.items()]
+  runs_lines = [f"- `{run.name}`: `{run.path}`" for run in runs]
+  text = "\n".join(
+    [
+      f"# {config.title}",
+      "",
+      "Runs:",
+      *runs_lines,
+      "",
+      *[s for s in sections if s],
+      "## Plots",
+      "",
+      *plot_lines,
+      "",
+    ]
+  )
+  workdir.mkdir(parents=True, exist_ok=True)
+  artifacts.write_json(workdir / "config.json", config.to_dict())
+  artifacts.write_json(workdir / "results.json", {run.name: run.results for run in runs})
+  with artifacts.atomic_path(workdir / "results.csv") as tmp:
+    tmp.write_text(records.to_csv())
+  with artifacts.atomic_path(workdir / "report.md") as tmp:
+    tmp.write_text(text)
+  return {
+    "runs": [run.name for run in runs],
+    "report": str(workdir / "report.md"),
+    "plots": plots,
+    "text": text,
+  }
+
+
+def format_summary(summary: dict) -> str:
+  main = summary["text"].split("## ", 2)
+  return ("## " + main[1]).strip() if len(main) > 1 else summary["text"]

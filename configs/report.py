@@ -1,0 +1,23 @@
+"""Gather evaluation runs into one report.
+
+  python -m experiments.report --config=configs/report.py --config.runs=runs/base,runs/alignet,runs/unalignet \
+    [--config.names=base,AligNet,UnAligNet] --workdir=runs/report
+
+Each run is a workdir of `experiments.evaluate` (results.json, arrays.npz). Writes
+runs/report/report.md (tables with 95 % intervals beside the noise ceiling and chance),
+runs/report/results.csv (every number, long form) and runs/report/plots/*.png.
+On the shared data (SPoSE 49-d and MiniLM runs of `configs/evaluate.py:spose`) it takes seconds.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.runs = ""  # comma-separated run workdirs
+  config.names = ""  # optional comma-separated display names (default: the workdirs' folder names)
+  config.title = "Human alignment report"
+  config.plots = True
+  if variant:
+    raise ValueError(f"unknown variant {variant!r}; configs/report.py has none")
+  return config
