@@ -62,13 +62,26 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 class MetricsLog:
   """`metrics.jsonl`: one JSON object per line (a step, an evaluation), flushed as written.
 
-  A new run truncates the file, so it never mixes the lines of two runs.
+  A new run truncates the file, so it never mixes the lines of two runs. A resumed run passes
+  `keep_until_step`: lines with a `step` up to it are kept (the rest, written after the checkpoint
+  it resumes from, are dropped) and new lines are appended.
   """
 
-  def __init__(self, path: str | os.PathLike):
+  def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None):
     self.path = pathlib.Path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    self._file = open(self.path, "w")
+    kept = []
+    if keep_until_step is not None and self.path.exists():
+      for line in self.path.read_text().splitlines():
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by kill -9
+          continue
+        if record.get("step", 0) <= keep_until_step:
+          kept.append(line + "\n")
+    with atomic_path(self.path) as tmp:
+      pathlib.Path(tmp).write_text("".join(kept))
+    self._file = open(self.path, "a")
 
   def write(self, record: dict) -> None:
     self._file.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")

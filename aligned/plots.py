@@ -34,3 +34,37 @@ def plot_cv_curve(summary: list[dict], best: dict, path: str | os.PathLike, titl
   with atomic_path(path) as tmp:
     figure.savefig(tmp, format="png", dpi=120)
   plt.close(figure)
+
+
+def plot_training_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLike, title: str = "") -> None:
+  """Training loss and triplet accuracy against step, with the evaluations' (val/..., human/...)
+  accuracies, from a run's metrics.jsonl."""
+  import json
+
+  train, evals = [], []
+  for line in open(metrics_jsonl):
+    record = json.loads(line)
+    (train if "loss" in record else evals).append(record)
+  figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+  if train:
+    steps = [r["step"] for r in train]
+    loss_axis.plot(steps, [r["loss"] for r in train], label="train")
+    accuracy_axis.plot(steps, [100 * r["accuracy"] for r in train], label="train (batch)")
+  for key in sorted({k for r in evals for k in r if k.endswith("/loss")}):
+    rows = [r for r in evals if key in r]
+    loss_axis.plot([r["step"] for r in rows], [r[key] for r in rows], "o-", label=key.removesuffix("/loss"))
+  for key in sorted({k for r in evals for k in r if k.endswith("/accuracy")}):
+    rows = [r for r in evals if key in r]
+    accuracy_axis.plot(
+      [r["step"] for r in rows], [100 * r[key] for r in rows], "o-", label=key.removesuffix("/accuracy")
+    )
+  for axis, label in ((loss_axis, "loss"), (accuracy_axis, "triplet accuracy (%)")):
+    axis.set_xlabel("step")
+    axis.set_ylabel(label)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+  figure.suptitle(title or "student fine-tuning")
+  figure.tight_layout()
+  with atomic_path(path) as tmp:
+    figure.savefig(tmp, format="png", dpi=120)
+  plt.close(figure)

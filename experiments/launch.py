@@ -1,5 +1,6 @@
 """What every entry point does around its job: quiet logs, one-line errors with exit code 2, a summary."""
 
+import pathlib
 import sys
 from collections.abc import Callable
 
@@ -19,5 +20,6 @@ def run_job(job: Callable, summarize: Callable[[dict], str], config, workdir: st
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(summarize(results))
-  print(f"results: {workdir}/results.json")
+  if (pathlib.Path(workdir) / "results.json").exists():
+    print(f"results: {workdir}/results.json")
   return results

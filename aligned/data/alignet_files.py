@@ -31,7 +31,7 @@ KEYS = ("filenames", "similarities", "indices")
 
 @dataclasses.dataclass(frozen=True)
 class AligNetTriplets:
-  filenames: np.ndarray  # [n, 3] str
+  filenames: np.ndarray | None  # [n, 3] str (None when read without names)
   similarities: np.ndarray  # [n, 3] float32, [s01, s02, s12], s01 largest
   indices: np.ndarray  # [n, 3] int64
 
@@ -51,19 +51,21 @@ def alignet_path(root: str | os.PathLike, transform: str, split: str, sampling: 
 
 
 def validate_alignet(
-  filenames: np.ndarray,
+  filenames: np.ndarray | None,
   similarities: np.ndarray,
   indices: np.ndarray,
   path: str | os.PathLike = "<alignet>",
   n_images: int | None = None,
 ) -> AligNetTriplets:
   """Checks shapes, dtypes, finiteness, the order invariant and the index range."""
-  filenames, similarities, indices = map(np.asarray, (filenames, similarities, indices))
+  similarities, indices = np.asarray(similarities), np.asarray(indices)
   n = len(indices)
+  with_names = filenames is not None
+  filenames = np.asarray(filenames) if with_names else None
   for name, array in zip(KEYS, (filenames, similarities, indices), strict=True):
-    if array.ndim != 2 or array.shape != (n, 3):
+    if array is not None and (array.ndim != 2 or array.shape != (n, 3)):
       raise DataError(path, f"{name!r} has shape {array.shape}; expected ({n}, 3)")
-  if filenames.dtype.kind not in "US":
+  if with_names and filenames.dtype.kind not in "US":
     raise DataError(path, f"'filenames' must be strings, got dtype {filenames.dtype}")
   if similarities.dtype.kind != "f":
     raise DataError(path, f"'similarities' must be floats, got dtype {similarities.dtype}")
@@ -97,17 +99,25 @@ def validate_alignet(
   if repeated.any():
     r = first(repeated)
     raise DataError(path, f"triplet {r} (0-based): image repeated inside the triplet {indices[r].tolist()}")
-  return AligNetTriplets(filenames.astype(str), similarities.astype(np.float32), indices.astype(np.int64))
+  return AligNetTriplets(
+    filenames.astype(str) if with_names else None, similarities.astype(np.float32), indices.astype(np.int64)
+  )
 
 
-def read_alignet(path: str | os.PathLike, n_images: int | None = None) -> AligNetTriplets:
-  """Reads and validates an AligNet `.npz` (never unpickles)."""
+def read_alignet(
+  path: str | os.PathLike, n_images: int | None = None, filenames: bool = True
+) -> AligNetTriplets:
+  """Reads and validates an AligNet `.npz` (never unpickles).
+
+  `filenames=False` skips the file names (training needs only indices and similarities, and the
+  names of 10 M triplets take gigabytes); the result's `filenames` is then None.
+  """
   try:
     with np.load(path, allow_pickle=False) as data:
       missing = [k for k in KEYS if k not in data.files]
       if missing:
         raise DataError(path, f"missing arrays {missing}; found {data.files}")
-      arrays = {k: data[k] for k in KEYS}
+      arrays = {k: data[k] if (filenames or k != "filenames") else None for k in KEYS}
   except ValueError as e:
     if isinstance(e, DataError):
       raise

@@ -1,0 +1,232 @@
+"""The student's input pipeline: AligNet triplets -> items (images or texts) -> sharded batches.
+
+Order. Training rows are the concatenation of the configured `train_{sampling}.npz` files. Epoch e
+visits them in the permutation `default_rng([seed, e]).permutation(n)`, and global step t takes the
+rows at positions `[t * B, (t + 1) * B)` of the endless sequence of epochs. So the batch of a step is a
+function of (seed, step) alone: a resumed run sees exactly the batches it would have seen, and
+process k of P reads rows `[k * B / P, (k + 1) * B / P)` of each batch.
+
+Items. An item source turns item indices (the `indices` column of the files) into model inputs:
+`ImageItems` (a tfds data source such as imagenet2012/train, decoded and resized in host threads),
+`TextItems` (pre-tokenised texts, e.g. the THINGS concepts) or `SyntheticImages` (generated, for the
+smoke variant and tests). Batches are decoded ahead of the device by a background thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+import queue
+import threading
+
+import numpy as np
+
+from aligned.backbones.preprocessing import preprocess
+from aligned.data.alignet_files import alignet_path, read_alignet, write_alignet
+from aligned.errors import DataError
+
+
+class TripletRows:
+  """Indices and similarity targets of one or more AligNet files, concatenated (row = global row)."""
+
+  def __init__(self, paths: list[pathlib.Path], n_items: int | None = None, limit: int = 0):
+    if not paths:
+      raise ValueError("no AligNet files given")
+    indices, sims, self.paths, self.offsets = [], [], list(paths), [0]
+    for path in self.paths:
+      if not path.exists():
+        raise DataError(path, "missing AligNet file (see experiments.generate)")
+      triplets = read_alignet(path, n_images=n_items, filenames=False)
+      n = min(len(triplets), limit) if limit else len(triplets)
+      indices.append(triplets.indices[:n])
+      sims.append(triplets.similarities[:n])
+      self.offsets.append(self.offsets[-1] + n)
+    self.indices = np.concatenate(indices)
+    self.similarities = np.concatenate(sims)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def locate(self, row: int) -> tuple[pathlib.Path, int]:
+    """(file, 0-based row in that file) of a global row: for error messages."""
+    k = int(np.searchsorted(self.offsets, row, side="right")) - 1
+    return self.paths[k], row - self.offsets[k]
+
+
+def alignet_files(root: str | os.PathLike, transform: str, split: str, samplings) -> list[pathlib.Path]:
+  return [alignet_path(root, transform, split, s) for s in samplings]
+
+
+class BatchOrder:
+  """Which rows step t trains on: a function of (seed, step) only (see the module docstring)."""
+
+  def __init__(self, n_rows: int, batch_size: int, seed: int):
+    if n_rows < 1:
+      raise ValueError("no training triplets")
+    self.n, self.batch_size, self.seed = n_rows, batch_size, seed
+    self._epoch, self._perm = -1, None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._epoch:
+      self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+    return self._perm
+
+  def rows(self, step: int) -> np.ndarray:
+    positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size, dtype=np.int64)
+    epochs, offsets = positions // self.n, positions % self.n
+    out = np.empty(self.batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      at = epochs == epoch
+      out[at] = self._permutation(int(epoch))[offsets[at]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Item sources: item indices [m] -> {name: [m, ...]} model inputs
+# ------------------------------------------------------------------------------------------------
+
+
+class TextItems:
+  """Texts tokenised once (fixed length); lookups are array indexing."""
+
+  kind = "text"
+
+  def __init__(self, texts: list[str], encoder):
+    self.tokens = encoder.tokenize(texts)
+    self.n = len(texts)
+
+  def __len__(self) -> int:
+    return self.n
+
+  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[items] for k, v in self.tokens.items()}
+
+
+class ImageItems:
+  """Records of a `tfds.data_source` (item i = record i), decoded and resized by host threads."""
+
+  kind = "image"
+
+  def __init__(self, source, size: int, normalization: str = "none", workers: int = 8):
+    self.source, self.size, self.normalization = source, size, normalization
+    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _one(self, i: int) -> np.ndarray:
+    return preprocess(self.source.record(int(i))[1], self.size, self.normalization)
+
+  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
+    return {"image": np.stack(list(self.pool.map(self._one, items)))}
+
+
+class SyntheticImages:
+  """A learnable synthetic task: item i has a latent z_i ~ N(0, I_k) and its image is a fixed smooth
+  function of it (`tanh` of a random linear map, [size, size, 3] in [0, 1]); the "teacher" similarity
+  of two items is `scale * z_i . z_j`."""
+
+  kind = "image"
+
+  def __init__(
+    self, n_items: int = 256, size: int = 16, latent_dim: int = 4, seed: int = 0, scale: float = 3.0
+  ):
+    rng = np.random.default_rng(seed)
+    self.latents = rng.normal(size=(n_items, latent_dim)).astype(np.float32)
+    mixing = rng.normal(size=(latent_dim, size * size * 3)).astype(np.float32) / np.sqrt(latent_dim)
+    self.images = (0.5 + 0.5 * np.tanh(self.latents @ mixing)).reshape(n_items, size, size, 3)
+    self.scale, self.size = scale, size
+
+  def __len__(self) -> int:
+    return len(self.latents)
+
+  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
+    return {"image": self.images[items]}
+
+  def write_alignet(
+    self, root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
+  ) -> dict[str, pathlib.Path]:
+    """Writes `root/uncertainty_distillation/{train,val}_synthetic.npz` (release format)."""
+    rng = np.random.default_rng([seed, 1])
+    n = len(self)
+    triplets = np.stack([rng.choice(n, 3, replace=False) for _ in range(n_train + n_val)])
+    z = self.latents[triplets]
+    sims = self.scale * np.stack(
+      [(z[:, 0] * z[:, 1]).sum(-1), (z[:, 0] * z[:, 2]).sum(-1), (z[:, 1] * z[:, 2]).sum(-1)], axis=1
+    )
+    names = np.asarray([f"synthetic_{i:05d}.png" for i in range(n)])
+    paths = {}
+    for split, rows in (("val", slice(0, n_val)), ("train", slice(n_val, None))):
+      paths[split] = alignet_path(root, "uncertainty_distillation", split, "synthetic")
+      paths[split].parent.mkdir(parents=True, exist_ok=True)
+      write_alignet(paths[split], names[triplets[rows]], sims[rows], triplets[rows], n_images=n)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# Batches
+# ------------------------------------------------------------------------------------------------
+
+
+def load_batch(rows: TripletRows, items, row_ids: np.ndarray) -> dict:
+  """Host arrays of the given rows: inputs `[b, 3, ...]`, target similarities `[b, 3]`, row ids."""
+  triplets = rows.indices[row_ids]
+  unique, inverse = np.unique(triplets.reshape(-1), return_inverse=True)  # decode each item once
+  loaded = items.load(unique)
+  inputs = {k: v[inverse].reshape(len(row_ids), 3, *v.shape[1:]) for k, v in loaded.items()}
+  return {"inputs": inputs, "targets": rows.similarities[row_ids], "rows": row_ids}
+
+
+class Prefetcher:
+  """Decodes this process's part of the batches of steps start, start + 1, ... in a background
+  thread, `depth` steps ahead of the consumer. Deterministic: step t is always the same batch."""
+
+  def __init__(
+    self,
+    rows: TripletRows,
+    items,
+    order: BatchOrder,
+    start: int,
+    stop: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    depth: int = 2,
+  ):
+    if order.batch_size % process_count:
+      raise ValueError(f"batch size {order.batch_size} is not a multiple of {process_count} processes")
+    self.rows, self.items, self.order = rows, items, order
+    self.local = order.batch_size // process_count
+    self.offset = process_index * self.local
+    self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    self.stop_event = threading.Event()
+    self.thread = threading.Thread(target=self._run, args=(start, stop), daemon=True, name="prefetch")
+    self.thread.start()
+
+  def local_rows(self, step: int) -> np.ndarray:
+    return self.order.rows(step)[self.offset : self.offset + self.local]
+
+  def _run(self, start: int, stop: int) -> None:
+    try:
+      for step in range(start, stop):
+        batch = load_batch(self.rows, self.items, self.local_rows(step))
+        while not self.stop_event.is_set():
+          try:
+            self.queue.put((step, batch), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self.stop_event.is_set():
+          return
+    except BaseException as e:  # handed to the consumer, raised there
+      self.queue.put((None, e))
+
+  def next(self) -> tuple[int, dict]:
+    step, batch = self.queue.get()
+    if step is None:
+      raise batch
+    return step, batch
+
+  def close(self) -> None:
+    self.stop_event.set()
+    self.thread.join(timeout=5)

@@ -1,0 +1,213 @@
+"""Student pieces: optimiser (against a NumPy reference), model, loss, input order."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+from aligned import odd_one_out
+from aligned.data.alignet_files import read_alignet
+from aligned.student import data as student_data
+from aligned.student.model import Student, block_index
+from aligned.student.optimizer import decay_to_init, make_optimizer, warmup_cosine
+from aligned.student.train import Trainer, make_mesh, triplet_loss
+from tests.conftest import TINY_VISION
+
+
+def _tree(rng, shapes):
+  return {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_optimizer_matches_numpy_reference():
+  """Adam -> + rate * (p - p0) -> * -lr(step), step by step, against NumPy; frozen leaves stay put."""
+  rng = np.random.default_rng(0)
+  params = _tree(rng, {"a": (3, 4), "b": (5,), "frozen": (2,)})
+  schedule = warmup_cosine(0.1, total_steps=20, warmup_steps=4)
+  rate, b1, b2, eps = 0.5, 0.9, 0.99, 1e-8
+  opt = make_optimizer(
+    learning_rate=schedule,
+    decay_rate=rate,
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    trainable={"a": True, "b": True, "frozen": False},
+  )
+  state = opt.init(jax.tree.map(jnp.asarray, params))
+  p = {k: jnp.asarray(v) for k, v in params.items()}
+  ref = {k: v.astype(np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in ref.items()}
+  v2 = {k: np.zeros_like(v) for k, v in ref.items()}
+  for t in range(1, 12):
+    grads = _tree(rng, {k: v.shape for k, v in params.items()})
+    updates, state = opt.update(jax.tree.map(jnp.asarray, grads), state, p)
+    p = optax.apply_updates(p, updates)
+    lr = 0.1 * (t - 1) / 4 if t - 1 < 4 else 0.05 * (1 + np.cos(np.pi * (t - 1 - 4) / 16))
+    for k in ("a", "b"):
+      m[k] = b1 * m[k] + (1 - b1) * grads[k]
+      v2[k] = b2 * v2[k] + (1 - b2) * grads[k] ** 2
+      adam = (m[k] / (1 - b1**t)) / (np.sqrt(v2[k] / (1 - b2**t)) + eps)
+      ref[k] = ref[k] - lr * (adam + rate * (ref[k] - params[k]))
+  for k in ("a", "b"):
+    np.testing.assert_allclose(np.asarray(p[k]), ref[k], rtol=2e-5, atol=2e-6)
+  np.testing.assert_array_equal(np.asarray(p["frozen"]), params["frozen"])
+
+
+def test_decay_to_init_alone_pulls_toward_the_start():
+  params0 = {"w": jnp.array([1.0, -2.0])}
+  transform = decay_to_init(0.25)
+  state = transform.init(params0)
+  moved = {"w": jnp.array([3.0, 2.0])}
+  updates, _ = transform.update({"w": jnp.zeros(2)}, state, moved)
+  np.testing.assert_allclose(updates["w"], 0.25 * np.array([2.0, 4.0]))
+  masked = decay_to_init(0.25, mask={"w": False})
+  updates, _ = masked.update({"w": jnp.zeros(2)}, masked.init(params0), moved)
+  np.testing.assert_array_equal(updates["w"], np.zeros(2))
+  with pytest.raises(ValueError, match="current parameters"):
+    transform.update({"w": jnp.zeros(2)}, state)
+
+
+def test_warmup_cosine_shape():
+  schedule = warmup_cosine(3e-5, total_steps=100_000, warmup_steps=5_000)
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(schedule(5_000)), 3e-5, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(2_500)), 1.5e-5, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(52_500)), 1.5e-5, rtol=1e-4)  # half-way down the cosine
+  assert float(schedule(100_000)) == pytest.approx(0.0, abs=1e-12)
+  with pytest.raises(ValueError):
+    warmup_cosine(1.0, total_steps=10, warmup_steps=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_student():
+  import transformers
+
+  from aligned.backbones.vision import HFVisionEncoder
+
+  encoder = HFVisionEncoder.random("vit", transformers.ViTConfig(**TINY_VISION), seed=0)
+  return Student(encoder, "image", head_dim=16)
+
+
+def test_triplet_embed_is_embed_of_each_item(tiny_student):
+  params = tiny_student.init(jax.random.key(1))
+  images = jax.random.uniform(jax.random.key(2), (2, 3, 32, 32, 3))
+  z = tiny_student.triplet_embed(params, {"image": images})
+  assert z.shape == (2, 3, 16)
+  for b in range(2):
+    for i in range(3):
+      single = tiny_student.embed(params, {"image": images[b, i][None]})[0]
+      np.testing.assert_allclose(z[b, i], single, rtol=1e-4, atol=1e-5)
+  # the head is the pooled [CLS] times the kernel plus the bias
+  pooled = tiny_student.backbone.apply(params["backbone"], images[0])
+  np.testing.assert_allclose(
+    z[0], pooled @ params["head"]["kernel"] + params["head"]["bias"], rtol=1e-5, atol=1e-5
+  )
+
+
+def test_trainable_masks(tiny_student):
+  params = tiny_student.init(jax.random.key(0))
+  flat = lambda mask: {
+    "/".join(str(k.key) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)
+  }  # noqa: E731
+  assert all(flat(tiny_student.trainable_mask(params)).values())
+  last1 = flat(Student(tiny_student.backbone, "image", 16, train="last_1").trainable_mask(params))
+  assert last1["head/kernel"] and last1["backbone/layernorm/scale"]
+  assert last1["backbone/encoder/layer/1/output/dense/kernel"]
+  assert not last1["backbone/encoder/layer/0/output/dense/kernel"]
+  assert not last1["backbone/embeddings/cls_token"]
+  probe = flat(Student(tiny_student.backbone, "image", 16, train="head").trainable_mask(params))
+  assert {k for k, v in probe.items() if v} == {"head/kernel", "head/bias"}
+  with pytest.raises(ValueError, match="blocks"):
+    Student(tiny_student.backbone, "image", 16, train="last_5").trainable_mask(params)
+  assert block_index("vision_model/encoder/layers/11/mlp/fc1/kernel") == 11
+  assert block_index("layer_3/attention/q/kernel") == 3
+  assert block_index("embeddings/patch_embeddings/projection/kernel") is None
+
+
+def test_linear_probe_gets_no_backbone_gradient(tiny_student):
+  probe = Student(tiny_student.backbone, "image", 16, train="head")
+  params = probe.init(jax.random.key(0))
+  images = jax.random.uniform(jax.random.key(2), (2, 3, 32, 32, 3))
+  grads = jax.grad(lambda p: jnp.sum(probe.triplet_embed(p, {"image": images}) ** 2))(params)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads["backbone"]))
+  assert float(jnp.abs(grads["head"]["kernel"]).max()) > 0
+
+
+def test_triplet_loss_conventions():
+  """tau = 100 on raw dots, targets softmax(similarities) with no temperature (NumPy reference)."""
+  rng = np.random.default_rng(0)
+  dots = rng.normal(size=(6, 3)).astype(np.float32) * 100
+  targets = rng.normal(size=(6, 3)).astype(np.float32)
+
+  def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+  p, q = softmax(targets.astype(np.float64)), softmax(dots.astype(np.float64) / 100)
+  kl = lambda a, b: (a * np.log(a / b)).sum(-1)  # noqa: E731
+  m = (p + q) / 2
+  np.testing.assert_allclose(triplet_loss(dots, targets, "jsd", 100.0), (kl(p, m) + kl(q, m)) / 2, rtol=1e-4)
+  np.testing.assert_allclose(triplet_loss(dots, targets, "kl", 100.0), kl(p, q), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(triplet_loss(dots, targets, "contrastive", 100.0), -np.log(q[:, 0]), rtol=1e-5)
+  with pytest.raises(ValueError, match="unknown loss"):
+    triplet_loss(dots, targets, "mse", 100.0)
+
+
+def test_student_loss_gradients(tiny_student):
+  """check_grads of the whole triplet loss with respect to the head (backbone fixed)."""
+  trainer = Trainer(tiny_student, optax.adam(1e-3), make_mesh())
+  params = tiny_student.init(jax.random.key(0))
+  images = jax.random.uniform(jax.random.key(3), (4, 3, 32, 32, 3))
+  targets = jax.random.normal(jax.random.key(4), (4, 3))
+
+  def loss(head):
+    per, _ = trainer._losses({"backbone": params["backbone"], "head": head}, {"image": images}, targets)
+    return jnp.mean(per)
+
+  head64 = jax.tree.map(lambda a: a.astype(jnp.float32), params["head"])
+  check_grads(loss, (head64,), order=1, modes=("rev",), atol=5e-3, rtol=5e-3, eps=1e-2)
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+  order = student_data.BatchOrder(n_rows=10, batch_size=4, seed=3)
+  steps = [order.rows(t) for t in range(5)]  # 20 positions = two full epochs
+  fresh = student_data.BatchOrder(n_rows=10, batch_size=4, seed=3)
+  np.testing.assert_array_equal(fresh.rows(3), steps[3])  # no history needed
+  flat = np.concatenate(steps)
+  assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+  assert not np.array_equal(flat[:10], flat[10:])  # a new permutation each epoch
+  assert not np.array_equal(student_data.BatchOrder(10, 4, seed=4).rows(0), steps[0])
+
+
+def test_synthetic_files_and_batches(tmp_path):
+  items = student_data.SyntheticImages(n_items=20, size=8, seed=0)
+  paths = items.write_alignet(tmp_path, n_train=50, n_val=10)
+  written = read_alignet(paths["train"])
+  z = items.latents[written.indices]
+  np.testing.assert_allclose(written.similarities[:, 0], 3 * (z[:, 0] * z[:, 1]).sum(-1), rtol=1e-5)
+  rows = student_data.TripletRows([paths["train"], paths["val"]], n_items=20)
+  assert len(rows) == 60 and rows.locate(52) == (paths["val"], 2)
+  batch = student_data.load_batch(rows, items, np.array([5, 51]))
+  assert batch["inputs"]["image"].shape == (2, 3, 8, 8, 3)
+  np.testing.assert_array_equal(batch["inputs"]["image"][1, 2], items.images[rows.indices[51, 2]])
+  np.testing.assert_array_equal(batch["targets"], rows.similarities[[5, 51]])
+  # the prefetcher yields the same batches, and process slices partition each batch
+  order = student_data.BatchOrder(len(rows), 8, seed=0)
+  parts = []
+  for k in range(2):
+    prefetch = student_data.Prefetcher(rows, items, order, start=3, stop=5, process_index=k, process_count=2)
+    step, got = prefetch.next()
+    prefetch.close()
+    assert step == 3
+    parts.append(got["rows"])
+  np.testing.assert_array_equal(np.concatenate(parts), order.rows(3))
+
+
+def test_contrastive_is_hard_label_cross_entropy_of_pair_01():
+  sims = jnp.array([[3.0, 1.0, 0.0]])
+  np.testing.assert_allclose(
+    triplet_loss(sims, sims, "contrastive", 1.0),
+    odd_one_out.hard_label_cross_entropy(sims, jnp.array([0])),
+    rtol=1e-6,
+  )
