@@ -107,9 +107,11 @@ def test_triplet_embed_is_embed_of_each_item(tiny_student):
 
 def test_trainable_masks(tiny_student):
   params = tiny_student.init(jax.random.key(0))
-  flat = lambda mask: {
-    "/".join(str(k.key) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)
-  }  # noqa: E731
+
+  def flat(mask):
+    leaves = jax.tree_util.tree_leaves_with_path(mask)
+    return {"/".join(str(k.key) for k in path): v for path, v in leaves}
+
   assert all(flat(tiny_student.trainable_mask(params)).values())
   last1 = flat(Student(tiny_student.backbone, "image", 16, train="last_1").trainable_mask(params))
   assert last1["head/kernel"] and last1["backbone/layernorm/scale"]
