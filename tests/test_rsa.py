@@ -61,3 +61,69 @@ def test_bad_matrices(tmp_path, data_dir):
   np.save(tmp_path / "two.npy", np.eye(2))
   with pytest.raises(DataError, match="unicorn"):
     similarity_matrices.load_human_rsm(tmp_path / "two.npy", tmp_path / "ids.txt")
+
+
+def _triplet_softmax_reference(x, temperature=1.0):
+  s = x @ x.T / temperature
+  m = len(x)
+  out = np.ones((m, m))
+  for i in range(m):
+    for j in range(m):
+      if i == j:
+        continue
+      ps = []
+      for k in range(m):
+        if k in (i, j):
+          continue
+        logits = np.array([s[i, j], s[i, k], s[j, k]])
+        e = np.exp(logits - logits.max())
+        ps.append(e[0] / e.sum())  # p(i, j chosen as the pair) = p(k is the odd one out)
+      out[i, j] = np.mean(ps)
+  return out
+
+
+def test_triplet_softmax_matches_a_loop_and_other_kinds_match_the_kernels():
+  x = np.random.default_rng(1).normal(size=(11, 4))  # 11 rows: the last chunk of 8 is partial
+  got = rsa.model_rsm(x, "triplet_softmax", temperature=0.7)
+  np.testing.assert_allclose(got, _triplet_softmax_reference(x, 0.7), atol=1e-6)
+  np.testing.assert_allclose(got, got.T, atol=1e-7)
+  np.testing.assert_allclose(rsa.model_rsm(x, "dot"), x @ x.T, rtol=1e-5, atol=1e-5)
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  np.testing.assert_allclose(rsa.model_rsm(x, "cosine"), unit @ unit.T, atol=1e-6)
+  with pytest.raises(ValueError, match="unknown RSM kind"):
+    rsa.model_rsm(x, "euclid")
+
+
+def test_triplet_softmax_of_spose_tracks_the_human_rdm(data_dir):
+  human = similarity_matrices.load_human_rsm(
+    data_dir / "things" / "RDM48_triplet.mat",
+    data_dir / "things" / "spose_embedding66d_rescaled_48val_reordered.csv",
+  )
+  spose = embeddings.load_embeddings(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  model = rsa.model_rsm(spose[human.object_indices], "triplet_softmax")
+  assert rsa.rsa(model, human.similarity)["spearman"] > 0.85  # RDM48 is itself a triplet-choice matrix
+
+
+def test_bootstrap_intervals_resample_objects_and_drop_self_pairs():
+  rng = np.random.default_rng(2)
+  a = rng.normal(size=(30, 30))
+  a = a + a.T
+  b = a.copy()
+  np.fill_diagonal(a, 100.0)  # diagonals disagree: they must never enter a resampled pair
+  np.fill_diagonal(b, -100.0)
+  same = rsa.bootstrap_rsa(a, b, n_boot=200)
+  assert same["spearman_ci95"] == pytest.approx([1.0, 1.0]) and same["pearson_ci95"] == pytest.approx(
+    [1.0, 1.0]
+  )
+
+  noisy = a + 2.0 * rng.normal(size=a.shape)
+  noisy = noisy + noisy.T
+  point = rsa.rsa(a, noisy)
+  ci = rsa.bootstrap_rsa(a, noisy, n_boot=400, seed=3)
+  assert ci["spearman_ci95"][0] < point["spearman"] < ci["spearman_ci95"][1]
+  assert ci["pearson_ci95"][0] < point["pearson"] < ci["pearson_ci95"][1]
+  assert ci == rsa.bootstrap_rsa(a, noisy, n_boot=400, seed=3)  # seeded
+  # Fewer objects: a wider interval.
+  small = rsa.bootstrap_rsa(a[:8, :8], noisy[:8, :8], n_boot=400, seed=3)
+  width = lambda c: c["spearman_ci95"][1] - c["spearman_ci95"][0]  # noqa: E731
+  assert width(small) > width(ci)

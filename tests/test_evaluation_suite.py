@@ -1,0 +1,194 @@
+"""The evaluation suite end to end: THINGS categories and intervals, then the report over several runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aligned import evaluate as evaluate_lib
+from aligned.data import levels, things
+from configs import evaluate as evaluate_config
+from tests import test_levels
+from tests.conftest import REPO
+
+
+def test_per_category_hand_checked():
+  categories = np.zeros((9, 2), bool)
+  categories[:4, 0] = True  # objects 0-3: category a
+  categories[3:7, 1] = True  # objects 3-6: category b (object 3 in both)
+  triplets = np.array([[0, 1, 2], [1, 2, 3], [3, 4, 5], [0, 4, 8], [4, 5, 6]])
+  counts = np.array([[2, 1, 0], [3, 0, 0], [0, 1, 1], [1, 0, 0], [0, 0, 4]])
+  sims = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+  got = evaluate_lib.per_category_accuracy(sims, counts, triplets, categories, ["a", "b"])
+  assert got["a"]["n_triplets"] == 2 and got["a"]["accuracy"] == pytest.approx(2 / 6)
+  assert got["b"]["n_triplets"] == 2 and got["b"]["accuracy"] == pytest.approx(5 / 6)
+  assert got["mixed"]["n_triplets"] == 1 and got["mixed"]["accuracy"] == 1.0
+  assert got["a"]["noise_ceiling"] == pytest.approx((2 / 3 + 1) / 2)
+  constant = evaluate_lib.per_category_accuracy(np.zeros_like(sims), counts, triplets, categories, ["a", "b"])
+  assert all(v["accuracy"] == 0.0 for v in constant.values())  # ties are wrong
+
+
+def test_accuracy_interval_is_the_binomial_one_for_single_responses():
+  rng = np.random.default_rng(0)
+  hits = (rng.random(500) < 0.6).astype(float)
+  low, high = evaluate_lib.ratio_ci95(hits, np.ones(500))
+  a = hits.mean()
+  half = 1.959964 * np.sqrt(a * (1 - a) / 499)
+  assert (low, high) == pytest.approx((a - half, a + half), abs=1e-6)
+  assert evaluate_lib.ratio_ci95(np.ones(10), np.ones(10)) == pytest.approx([1.0, 1.0])
+
+
+def _category_matrix_with_csv(data_dir):
+  with open(data_dir / "things" / "category_mat_manual.tsv", newline="") as f:
+    rows = list(csv.reader(f, delimiter="\t"))
+  return rows[0], np.array([[v == "1" for v in r] for r in rows[1:] if r])
+
+
+def test_spose_per_category_counts_on_the_real_triplets(tmp_path, data_dir):
+  config = evaluate_config.get_config("spose")
+  results = evaluate_lib.evaluate(config, tmp_path)
+  names, matrix = _category_matrix_with_csv(data_dir)
+  triplets = np.loadtxt(data_dir / "things" / "2171trials_humans.txt", dtype=int)
+  inside = matrix[triplets].all(axis=1)
+  for c, name in enumerate(names):
+    assert results["per_category"][name]["n_triplets"] == inside[:, c].sum()
+  assert results["per_category"]["mixed"]["n_triplets"] == (~inside.any(axis=1)).sum() == 2160
+  assert results["per_category"]["food"]["n_triplets"] == 10
+  assert results["accuracy"] == pytest.approx(1427 / 2171)  # existing keys unchanged
+  low, high = results["accuracy_ci95"]
+  assert low < results["accuracy"] < high
+  u = results["uncertainty"]
+  assert 0.8 < u["temperature"] < 1.1  # SPoSE is a choice model fit at T = 1
+  assert u["ece"] < 0.05 and u["entropy_spearman"] is None  # one response per triplet
+  assert u["mean_kl"] == pytest.approx(u["cv_nll"], rel=1e-5)  # one-hot p: KL is the NLL
+  low, high = results["rsa_spearman_ci95"]
+  assert low < results["rsa_spearman"] < high
+  with np.load(tmp_path / "arrays.npz") as arrays:
+    assert arrays["rsm_model"].shape == arrays["rsm_human"].shape == (48, 48)
+    assert arrays["rsm_object_ids"][0] == "pizza" and arrays["rsm_categories"][0] == "food"
+    assert arrays["things_reliability_n"].sum() == 2171
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------------
+
+
+def _noise_ceiling_file(path, data_dir, n=150, people=6):
+  """A multi-response file in the THINGS noise-ceiling format, people choosing by the SPoSE model."""
+  rng = np.random.default_rng(0)
+  e = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  s = things.load_sortindex()
+  rows = []
+  for _ in range(n):
+    items = rng.choice(1854, 3, replace=False)
+    logits = np.array([e[items[1]] @ e[items[2]], e[items[0]] @ e[items[2]], e[items[0]] @ e[items[1]]])
+    p = np.exp(logits - logits.max())
+    for subject in range(people):
+      rows.append([*(s[items] + 1), rng.choice(3, p=p / p.sum()) + 1, subject])
+  np.savetxt(path, np.array(rows), fmt="%d", delimiter="\t")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, data_dir):
+  root = tmp_path_factory.mktemp("runs")
+  _noise_ceiling_file(root / "nc.tsv", data_dir)
+  stimuli = levels.read_levels_stimuli(data_dir / test_levels.STIMULI)
+  ids = sorted(set(stimuli.files.reshape(-1).tolist()))
+  rng = np.random.default_rng(1)
+  image_model = rng.normal(size=(len(ids), 8)).astype(np.float32)
+  row = {name: i for i, name in enumerate(ids)}
+
+  def by_model(files, rng):  # people choose by softmax over the image model's pair similarities
+    x = image_model[[row[f] for f in files]]
+    sims = np.array([x[1] @ x[2], x[0] @ x[2], x[0] @ x[1]])  # odd position k leaves pair (others)
+    p = np.exp(sims - sims.max())
+    return int(rng.choice(3, p=p / p.sum()))
+
+  _, trials = test_levels._simulate(data_dir, by_model)
+  test_levels.write_responses(root / "levels.csv", trials)
+  np.save(root / "images_aligned.npy", image_model)
+  np.save(root / "images_random.npy", rng.normal(size=image_model.shape).astype(np.float32))
+  (root / "ids.txt").write_text("\n".join(ids) + "\n")
+  np.save(root / "random.npy", rng.normal(size=(1854, 8)).astype(np.float32))
+  runs = {}
+  for name, things_embeddings, images in (
+    ("spose", None, "images_aligned.npy"),
+    ("random", root / "random.npy", "images_random.npy"),
+  ):
+    config = evaluate_config.get_config("spose")
+    config.update(
+      triplets=str(root / "nc.tsv"),
+      triplets_format="things_noise_ceiling",
+      levels=str(root / "levels.csv"),
+      levels_embeddings=str(root / images),
+      levels_ids=str(root / "ids.txt"),
+    )
+    if things_embeddings:
+      config.embeddings = str(things_embeddings)
+    evaluate_lib.evaluate(config, root / name)
+    runs[name] = root / name
+  return runs
+
+
+def _report(workdir, *flags):
+  command = [sys.executable, "-m", "experiments.report", "--config=configs/report.py", f"--workdir={workdir}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([*command, *flags], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_report_from_the_command_line(tmp_path, two_runs):
+  spose = json.loads((two_runs["spose"] / "results.json").read_text())
+  random = json.loads((two_runs["random"] / "results.json").read_text())
+  # Known orderings: people were simulated from SPoSE and from the "aligned" image model.
+  assert spose["accuracy"] > random["accuracy"] + 0.2
+  assert spose["uncertainty"]["entropy_spearman"] > 0.5 > random["uncertainty"]["entropy_spearman"]
+  for level in levels.LEVELS:
+    assert spose["levels"]["per_level"][level]["accuracy"] > random["levels"]["per_level"][level]["accuracy"]
+  # A transfer helper's keys, in the agreed shape.
+  shutil.copytree(two_runs["random"], tmp_path / "random")
+  random["fewshot"] = {
+    "cifar10": {"ridge": {"5": {"mean": 0.41, "std": 0.02}}, "logistic": {"5": {"mean": 0.43, "std": 0.01}}}
+  }
+  random["shift"] = {"imagenet2012->imagenet_v2": {"ridge": {"mean": 0.5, "std": 0.0}}}
+  (tmp_path / "random" / "results.json").write_text(json.dumps(random))
+
+  done = _report(
+    tmp_path / "R", f"--config.runs={two_runs['spose']},{tmp_path / 'random'}", "--config.names=SPoSE,random"
+  )
+  assert done.returncode == 0, done.stderr
+  text = (tmp_path / "R" / "report.md").read_text()
+  assert f"| SPoSE | {100 * spose['accuracy']:.2f} %" in text
+  assert f"{100 * spose['noise_ceiling']:.2f} %" in text  # the noise ceiling beside the accuracy
+  assert "## Levels: accuracy per abstraction level" in text and "human noise ceiling" in text
+  assert "## Few-shot" in text and "| cifar10 | ridge | 5 |" in text and "41.00 % ± 2.00" in text
+  assert "## Distribution shift" in text and "imagenet2012->imagenet_v2" in text
+  with open(tmp_path / "R" / "results.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  lookup = {(r["run"], r["section"], r["group"], r["metric"]): r for r in rows}
+  assert float(lookup["SPoSE", "things", "all", "accuracy"]["value"]) == pytest.approx(spose["accuracy"])
+  within = spose["levels"]["per_level"]["within_class"]
+  assert float(lookup["SPoSE", "levels", "within_class", "accuracy"]["ci95_low"]) == pytest.approx(
+    within["accuracy_ci95"][0]
+  )
+  assert float(lookup["random", "fewshot", "cifar10/logistic/5", "mean"]["value"]) == 0.43
+  for name in ("rsm.png", "levels_accuracy.png", "reliability.png", "entropy.png"):
+    assert (tmp_path / "R" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plots/{name}" in text
+  assert set(json.loads((tmp_path / "R" / "results.json").read_text())) == {"SPoSE", "random"}
+
+
+def test_report_refuses_unfinished_runs(tmp_path, two_runs):
+  (tmp_path / "unfinished").mkdir()
+  done = _report(tmp_path / "R", f"--config.runs={two_runs['spose']},{tmp_path / 'unfinished'}")
+  assert done.returncode == 2 and str(tmp_path / "unfinished" / "results.json") in done.stderr
+  assert not (tmp_path / "R" / "report.md").exists()
+  done = _report(tmp_path / "R", f"--config.runs={two_runs['spose']}", "--config.names=a,b")
+  assert done.returncode == 2 and "2 names for 1 runs" in done.stderr
