@@ -76,21 +76,33 @@ def ratio_ci95(hits: np.ndarray, responses: np.ndarray) -> list[float] | None:
   return [float(ratio - _Z95 * se), float(ratio + _Z95 * se)]
 
 
-def accuracy_summary(sims: np.ndarray, counts: np.ndarray) -> dict:
-  """Accuracy over responses with its 95 % interval, beside the noise ceiling of the same triplets."""
+def _hits(sims: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  """[t] responses whose chosen pair is strictly the model's largest (ties score nothing)."""
+  sims, counts = np.asarray(sims), np.asarray(counts)
+  s01, s02, s12 = sims[:, 0], sims[:, 1], sims[:, 2]
+  top = np.stack([(s01 > s02) & (s01 > s12), (s02 > s01) & (s02 > s12), (s12 > s01) & (s12 > s02)], axis=-1)
+  return (top * counts).sum(axis=-1)
+
+
+def accuracy_summary(sims: np.ndarray, counts: np.ndarray, hits: np.ndarray | None = None) -> dict:
+  """Accuracy over responses with its 95 % interval, beside the noise ceiling of the same triplets.
+
+  `hits` ([t] responses the model predicts) may be given when already computed.
+  """
   counts = np.asarray(counts)
   if len(counts) == 0:
     return {"accuracy": None, "accuracy_ci95": None, "n_triplets": 0, "n_responses": 0, "noise_ceiling": None}
-  hits = np.asarray(jnp.sum(odd_one_out.predicted_pair_onehot(jnp.asarray(sims)) * counts, axis=-1))
-  ceiling = noise_ceiling(counts)
+  hits = _hits(sims, counts) if hits is None else hits
+  responses = counts.sum(axis=-1)
+  ceiling = noise_ceiling(counts) if (responses > 1).any() else None
   return {
-    "accuracy": float(hits.sum() / counts.sum()),
-    "accuracy_ci95": ratio_ci95(hits, counts.sum(axis=-1)),
+    "accuracy": float(hits.sum() / responses.sum()),
+    "accuracy_ci95": ratio_ci95(hits, responses),
     "n_triplets": int(len(counts)),
-    "n_responses": int(counts.sum()),
-    "noise_ceiling": ceiling["noise_ceiling"],
-    "noise_ceiling_ci95": ceiling["noise_ceiling_ci95"],
-    "loo_agreement": ceiling["loo_agreement"],
+    "n_responses": int(responses.sum()),
+    "noise_ceiling": ceiling and ceiling["noise_ceiling"],
+    "noise_ceiling_ci95": ceiling and ceiling["noise_ceiling_ci95"],
+    "loo_agreement": ceiling and ceiling["loo_agreement"],
   }
 
 
@@ -102,12 +114,21 @@ def per_category_accuracy(
   Args:
     sims, counts: [t, 3] model similarities and human counts.
     triplets: [t, 3] object indices (rows of `categories`).
-    categories: [n_objects, c] bool membership.
+    categories: [n_objects, c] bool membership (c <= 63).
     names: the c category names.
   """
-  inside = np.asarray(categories)[np.asarray(triplets)].all(axis=1)  # [t, c]
-  result = {name: accuracy_summary(sims[inside[:, c]], counts[inside[:, c]]) for c, name in enumerate(names)}
-  result["mixed"] = accuracy_summary(sims[~inside.any(axis=1)], counts[~inside.any(axis=1)])
+  categories, triplets, counts = np.asarray(categories), np.asarray(triplets), np.asarray(counts)
+  # One bit per category: the categories holding all three objects are the AND of their bit sets
+  # ([t] integers, not a [t, 3, c] boolean array).
+  bits = (categories.astype(np.uint64) << np.arange(categories.shape[1], dtype=np.uint64)).sum(axis=1)
+  shared = bits[triplets[:, 0]] & bits[triplets[:, 1]] & bits[triplets[:, 2]]
+  hits = _hits(sims, counts)
+  result = {}
+  for c, name in enumerate(names):
+    inside = (shared >> np.uint64(c)) & np.uint64(1) == 1
+    result[name] = accuracy_summary(sims[inside], counts[inside], hits[inside])
+  mixed = shared == 0
+  result["mixed"] = accuracy_summary(sims[mixed], counts[mixed], hits[mixed])
   return result
 
 
