@@ -305,21 +305,32 @@ def format_results(results: dict) -> str:
   def pct(x):
     return "n/a" if x is None else f"{100 * x:6.2f} %"
 
-  lines = [
-    f"embeddings      {results['embeddings']} ({results['n_objects']} x {results['n_features']}, "
-    f"{results['embeddings_order']} order, {results['similarity']}"
-    + (f", transform {results['transform']})" if results["transform"] else ")"),
-    f"triplets        {results['triplets']} ({results['triplets_format']}): "
-    f"{results['n_triplets']:,} unique, {results['n_responses']:,} responses",
-    f"accuracy        {pct(results['accuracy'])}",
-    f"chance          {pct(results['chance'])}",
-    f"noise ceiling   {pct(results['noise_ceiling'])}"
-    + ("" if results["noise_ceiling"] is not None else " (one response per triplet)"),
-    f"p(human choice) {results['mean_human_choice_prob']:.4f} (temperature {results['temperature']:g})",
-  ]
+  lines = []
+  if "accuracy" in results:
+    lines += [
+      f"embeddings      {results['embeddings']} ({results['n_objects']} x {results['n_features']}, "
+      f"{results['embeddings_order']} order, {results['similarity']}"
+      + (f", transform {results['transform']})" if results["transform"] else ")"),
+      f"triplets        {results['triplets']} ({results['triplets_format']}): "
+      f"{results['n_triplets']:,} unique, {results['n_responses']:,} responses",
+      f"accuracy        {pct(results['accuracy'])}",
+      f"chance          {pct(results['chance'])}",
+      f"noise ceiling   {pct(results['noise_ceiling'])}"
+      + ("" if results["noise_ceiling"] is not None else " (one response per triplet)"),
+      f"p(human choice) {results['mean_human_choice_prob']:.4f} (temperature {results['temperature']:g})",
+    ]
   if "rsa_spearman" in results:
     lines.append(
       f"RSA ({results['rsm_n_objects']} objects)  Spearman {results['rsa_spearman']:.4f}, "
       f"Pearson {results['rsa_pearson']:.4f}"
     )
+  if "uncertainty" in results:
+    u = results["uncertainty"]
+    lines.append(f"uncertainty     T {u['temperature']:.4g} (CV), KL {u['mean_kl']:.4f}, ECE {u['ece']:.4f}")
+  if "levels" in results:
+    for level, entry in results["levels"]["per_level"].items():
+      lines.append(
+        f"Levels {level:<15s} {pct(entry['accuracy'])} (noise ceiling {pct(entry['noise_ceiling'])}, "
+        f"{entry['n_responses']:,} responses)"
+      )
   return "\n".join(lines)
