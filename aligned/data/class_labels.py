@@ -1,0 +1,161 @@
+"""Class labels of the items of an embedding store, and label spaces matched by class name.
+
+`store_labels` is the one place that decides where a store's labels come from:
+- `tfds` stores (item i = record i of `tfds.data_source(name, split)`): the dataset's `label` feature,
+  read with images left undecoded; class names from its `ClassLabel` (WordNet ids for imagenet2012,
+  imagenet_v2, imagenet_a, imagenet_r and imagenet_sketch, which all use the 1,000-synset label file);
+  when the dataset has `file_name`, every record's name must equal the store's id (same order).
+- `image_folder` stores (ids = relative paths): the parent folder of each image is its class name
+  (`n01440764/x.jpg` -> `n01440764`), so an ImageNet-R style folder shares ImageNet's names.
+
+Datasets are compared by class *name*, never by index: `map_labels` moves labels of one dataset into
+the label space of another (ImageNet-A's 200 classes into ImageNet's 1,000).
+
+Superclass (BREEDS-style) tasks need a class -> superclass mapping. No WordNet hierarchy is installed
+here (tensorflow-datasets ships the ImageNet synset lists but not the is-a relation, and nltk is
+absent), so the mapping is a user-supplied text file read by `read_superclasses`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
+from aligned.progress import Progress
+
+
+class StoreLabels(NamedTuple):
+  """labels: [n] int indices into `names` (the store's item order); names: class names."""
+
+  labels: np.ndarray
+  names: tuple[str, ...]
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _tfds_data_dir(store: EmbeddingStore, data_dir: str) -> str | None:
+  """The tfds data_dir: given, else the one the extraction used (its workdir's config.json)."""
+  if data_dir:
+    return data_dir
+  config = store.root.parent / "config.json"
+  if config.exists():
+    return json.loads(config.read_text()).get("data_dir") or None
+  return None
+
+
+def _tfds_labels(
+  store: EmbeddingStore, ids: np.ndarray, data_dir: str, label_key: str, batch: int = 4096
+) -> StoreLabels:
+  import tensorflow_datasets as tfds
+
+  name, _, split = store.metadata["root"].rpartition("/")  # extraction writes "dataset/split"
+  where = _tfds_data_dir(store, data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=where)
+    features = builder.info.features
+    skip = {
+      key: tfds.decode.SkipDecoding()
+      for key, feature in features.items()
+      if isinstance(feature, tfds.features.Image | tfds.features.Video)
+    }
+    source = tfds.data_source(name, split=split, data_dir=where, decoders=skip, download=False)
+  except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+    raise DataError(where or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
+  if label_key not in features or not hasattr(features[label_key], "names"):
+    raise DataError(store.root, f"tfds {name} has no ClassLabel feature {label_key!r}")
+  if len(source) != len(ids):
+    raise DataError(store.root, f"{len(ids)} items, but tfds {name}/{split} has {len(source)} records")
+  labels = np.empty(len(ids), np.int64)
+  progress = Progress(len(ids), "labels")
+  for lo in range(0, len(ids), batch):
+    records = source.__getitems__(list(range(lo, min(lo + batch, len(ids)))))
+    for offset, record in enumerate(records):
+      labels[lo + offset] = int(record[label_key])
+      # The store's id of a record is its file_name: a mismatch means another build or order.
+      if "file_name" in record and _text(record["file_name"]) != ids[lo + offset]:
+        raise DataError(
+          store.root,
+          f"item {lo + offset} is {ids[lo + offset]!r} but tfds {name}/{split} record "
+          f"{lo + offset} is {_text(record['file_name'])!r} (another data_dir or build?)",
+        )
+    progress.update(min(lo + batch, len(ids)))
+  return StoreLabels(labels, tuple(features[label_key].names))
+
+
+def _folder_labels(store: EmbeddingStore, ids: np.ndarray) -> StoreLabels:
+  folders = []
+  for row, item in enumerate(ids, start=1):
+    folder = os.path.dirname(str(item))
+    if not folder:
+      raise DataError(store.root, f"item {item!r} is not in a class folder (want CLASS/IMAGE)", row=row)
+    folders.append(folder)
+  names, labels = np.unique(np.asarray(folders), return_inverse=True)
+  return StoreLabels(labels.reshape(-1).astype(np.int64), tuple(str(n) for n in names))
+
+
+def store_labels(
+  root: str | os.PathLike, ids: np.ndarray | None = None, data_dir: str = "", label_key: str = "label"
+) -> StoreLabels:
+  """Class labels and names of every item of the store at `root`, in the store's item order.
+
+  Args:
+    root: an embedding store folder (written by `aligned.extract`).
+    ids: the store's ids if already read (saves a second read).
+    data_dir: tfds data_dir; empty: the extraction's (`root/../config.json`), else tfds' default.
+    label_key: the tfds feature holding the class.
+  """
+  store = EmbeddingStore(root)
+  source = store.metadata.get("source")
+  if ids is None:
+    ids, _ = store.read()
+  ids = np.asarray(ids).astype(str)
+  if source == "tfds":
+    return _tfds_labels(store, ids, data_dir, label_key)
+  if source == "image_folder":
+    return _folder_labels(store, ids)
+  raise DataError(store.root, f"items of a {source!r} store have no class labels (want tfds or image_folder)")
+
+
+def map_labels(labels: np.ndarray, names: tuple[str, ...], to_names: tuple[str, ...], where) -> np.ndarray:
+  """Labels over `names` re-indexed into `to_names` by class name; a class missing there is an error."""
+  index = {name: i for i, name in enumerate(to_names)}
+  missing = sorted({names[i] for i in np.unique(labels)} - set(index))
+  if missing:
+    raise DataError(
+      where, f"{len(missing)} classes are not in the probe's label space (first: {missing[:3]})"
+    )
+  lookup = np.asarray([index.get(name, -1) for name in names], np.int64)
+  return lookup[labels]
+
+
+def read_superclasses(path: str | os.PathLike) -> dict[str, str]:
+  """A class -> superclass mapping: one `CLASS SUPERCLASS` pair a line (tab or spaces; `#` comments).
+
+  Example lines: `n02085620 dog`, `n02123045 cat`. A class listed twice is an error.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise DataError(path, "superclass mapping not found")
+  mapping: dict[str, str] = {}
+  for row, line in enumerate(path.read_text().splitlines(), start=1):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+      continue
+    fields = line.split(None, 1)
+    if len(fields) != 2:
+      raise DataError(path, "want `CLASS SUPERCLASS`", row=row)
+    name, superclass = fields[0], fields[1].strip()
+    if name in mapping:
+      raise DataError(path, f"class {name!r} listed twice", row=row)
+    mapping[name] = superclass
+  if len(set(mapping.values())) < 2:
+    raise DataError(path, "fewer than 2 superclasses")
+  return mapping

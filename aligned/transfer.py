@@ -1,0 +1,530 @@
+"""Machine-learning transfer of frozen embeddings: few-shot linear probes and distribution shift.
+
+Definitions (results.json of `experiments.transfer` follows them):
+
+- **Standardisation.** A probe standardises features with the mean and standard deviation (+ 1e-5)
+  of its own training examples; test features use the same statistics.
+- **Ridge probe** (the closed-form few-shot probe of big_vision's evaluator, re-derived here): targets
+  are one-hot vectors rescaled to {-1, +1}; a constant feature of value 100 is appended so the bias is
+  almost unregularised; weights `W = argmin ||Z W - T||^2 + l2 ||W||^2`, computed from one
+  eigendecomposition of `Z^T Z` (n >= d + 1) or of `Z Z^T` (n < d + 1, the dual form), which gives the
+  solution for every l2 of a grid at the cost of one. l2 is chosen on held-out shots by exact
+  leave-one-out (`pred_-i = (fitted_i - h_ii t_i) / (1 - h_ii)`, h the hat matrix): the highest
+  leave-one-out accuracy, ties broken by the lowest leave-one-out squared error (so at 1 shot, where
+  a left-out class has no other example, the squared error decides). Prediction: argmax of scores.
+- **Logistic probe**: multinomial logistic regression, mean cross-entropy + `l2 / 2 ||W||^2`
+  (bias unregularised), fitted full-batch by L-BFGS (optax, zoom line search) until the gradient norm is
+  below 1e-5 (at most 100 steps), all l2 of a grid at once (vmap). l2 is chosen by 2-fold cross-validation over the shots
+  (shots alternate between folds within each class; highest mean held-out accuracy, ties to the
+  larger l2); with one shot per class there is nothing to hold out and `logistic_l2` is used.
+- **Few-shot**: for each seed, each class's training items are shuffled once; the k-shot set is the
+  first k of every class (so the 5 shots contain the 1 shot). Accuracy is over all test items, in the
+  training dataset's label space (classes matched by name). A tie between classes goes to the lowest
+  index, so constant features score the frequency of class 0 (chance on balanced test sets).
+  Reported per k: mean and sample standard deviation (ddof 1; 0 for one seed) over seeds.
+- **Shift**: one probe trained on all items of a training store, scored on each evaluation store
+  with labels mapped by class name; when `restrict` is set the argmax runs only over the classes
+  present in the evaluation set (the ImageNet-A/R protocol: 200 of the 1,000 classes).
+- **Subpopulation shift (BREEDS-style)**: classes grouped by a class -> superclass mapping; within
+  each superclass (>= 2 classes present) a seeded half of the classes is the source, the rest the
+  target. A probe over superclasses is trained on source classes and scored on the test items of the
+  source classes (in distribution) and of the target classes (unseen subpopulations).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from aligned import artifacts
+from aligned.data.class_labels import StoreLabels, map_labels, read_superclasses, store_labels
+from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
+from aligned.progress import Progress
+
+BIAS_FEATURE = 100.0  # large, so the bias weight is barely regularised
+RIDGE_L2S = tuple(2.0**p for p in range(0, 21, 2))
+LOGISTIC_L2S = (1e-3, 1e-2, 1e-1, 1.0)
+_HIGHEST = jax.lax.Precision.HIGHEST  # no TF32 / bf16 passes in Gram matrices and solves
+_CHUNK = 16384  # rows scored per step
+
+
+class LinearProbe(NamedTuple):
+  """scores = ((x - mean) / std) @ w + b.  mean, std: [d]; w: [d, c]; b: [c]; l2: the chosen l2."""
+
+  mean: jax.Array
+  std: jax.Array
+  w: jax.Array
+  b: jax.Array
+  l2: jax.Array
+
+
+def _standardize(x):
+  mean = jnp.mean(x, axis=0)
+  std = jnp.std(x, axis=0) + 1e-5
+  return mean, std, (x - mean) / std
+
+
+# -- Ridge --------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes",))
+def _ridge(x, y, l2s, loo_rows, n_classes: int):
+  mean, std, z = _standardize(x)
+  n, d = z.shape
+  z = jnp.concatenate([z, jnp.full((n, 1), BIAS_FEATURE, z.dtype)], axis=1)
+  t = 2.0 * jax.nn.one_hot(y, n_classes, dtype=z.dtype) - 1.0
+  dot = functools.partial(jnp.matmul, precision=_HIGHEST)
+  primal = n >= d + 1
+  # Fitted values on rows R are left[R] @ diag(s(l2)) @ right, and the hat diagonal is left^2 @ s(l2):
+  # primal  Z^T Z = Q E Q^T:  left = Z Q, right = Q^T Z^T T, s = 1 / (e + l2)
+  # dual    Z Z^T = Q E Q^T:  left = Q,   right = Q^T T,     s = e / (e + l2)
+  e, q = jnp.linalg.eigh(dot(z.T, z) if primal else dot(z, z.T))
+  e = jnp.maximum(e, 0.0)
+  if primal:
+    right, left = dot(q.T, dot(z.T, t)), dot(z[loo_rows], q)
+  else:
+    right, left = dot(q.T, t), q[loo_rows]
+  t_rows, y_rows = t[loo_rows], y[loo_rows]
+
+  def leave_one_out(l2):
+    s = 1.0 / (e + l2) if primal else e / (e + l2)
+    fitted = dot(left, s[:, None] * right)
+    h = dot(left**2, s)
+    pred = (fitted - h[:, None] * t_rows) / jnp.maximum(1.0 - h, 1e-6)[:, None]
+    return jnp.mean(jnp.argmax(pred, -1) == y_rows), jnp.mean((pred - t_rows) ** 2)
+
+  accs, errors = jax.lax.map(leave_one_out, l2s)
+  best = jnp.argmin(jnp.where(accs == accs.max(), errors, jnp.inf))
+  l2 = l2s[best]
+  coef = right / (e + l2)[:, None]
+  w = dot(q, coef) if primal else dot(z.T, dot(q, coef))
+  return LinearProbe(mean, std, w[:-1], BIAS_FEATURE * w[-1], l2), accs, errors
+
+
+def fit_ridge(
+  x: np.ndarray,
+  y: np.ndarray,
+  n_classes: int,
+  l2s: tuple[float, ...] = RIDGE_L2S,
+  max_loo_rows: int = 20000,
+  seed: int = 0,
+) -> LinearProbe:
+  """Ridge probe on standardised features, l2 chosen by exact leave-one-out over `l2s`.
+
+  Args:
+    x: [n, d] features; y: [n] int labels in [0, n_classes).
+    l2s: the grid (one value: no selection).
+    max_loo_rows: leave-one-out is scored on at most this many rows (a seeded sample); the fit
+      always uses all rows.
+
+  >>> x = np.array([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]], np.float32)
+  >>> probe = fit_ridge(x, np.array([0, 0, 1, 1]), 2)
+  >>> predict(probe, np.array([[0.0, 1.1], [1.2, 0.1]], np.float32)).tolist()
+  [0, 1]
+  """
+  n = len(x)
+  rows = (
+    np.arange(n) if n <= max_loo_rows else np.sort(np.random.default_rng(seed).choice(n, max_loo_rows, False))
+  )
+  probe, _, _ = _ridge(
+    jnp.asarray(x, jnp.float32),
+    jnp.asarray(y, jnp.int32),
+    jnp.asarray(l2s, jnp.float32),
+    jnp.asarray(rows, jnp.int32),
+    n_classes,
+  )
+  return probe
+
+
+# -- Logistic regression ------------------------------------------------------------------------
+
+
+def logistic_loss(params: dict, z, onehot, weights, l2):
+  """Weighted mean cross-entropy of softmax(z @ w + b) plus l2 / 2 ||w||^2.
+
+  z: [n, d] standardised features; onehot: [n, c]; weights: [n] (0 leaves a row out).
+  """
+  logits = jnp.matmul(z, params["w"], precision=_HIGHEST) + params["b"]
+  cross_entropy = -jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1)
+  return jnp.sum(weights * cross_entropy) / jnp.sum(weights) + 0.5 * l2 * jnp.sum(params["w"] ** 2)
+
+
+def _lbfgs(z, onehot, weights, l2, steps: int, tol: float = 1e-5):
+  """Minimises `logistic_loss` from zero by L-BFGS until the gradient norm is below `tol` (at most
+  `steps` steps). Stopping matters: a zero step would turn the L-BFGS memory into NaN."""
+  fun = functools.partial(logistic_loss, z=z, onehot=onehot, weights=weights, l2=l2)
+  params = {"w": jnp.zeros((z.shape[1], onehot.shape[1]), z.dtype), "b": jnp.zeros(onehot.shape[1], z.dtype)}
+  solver = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(fun)
+
+  def not_done(carry):
+    _, state, step = carry
+    grad = optax.tree_utils.tree_get(state, "grad")
+    return (step < steps) & ((step == 0) | (optax.tree.norm(grad) >= tol))
+
+  def step(carry):
+    params, state, i = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+    return optax.apply_updates(params, updates), state, i + 1
+
+  params, _, _ = jax.lax.while_loop(not_done, step, (params, solver.init(params), 0))
+  return params
+
+
+@functools.partial(jax.jit, static_argnames=("n_classes", "steps"))
+def _logistic_grid(x, y, train_weights, eval_weights, l2s, n_classes: int, steps: int):
+  """Fits one model per row of (train_weights [b, n], l2s [b]); held-out accuracy on eval_weights."""
+  mean, std, z = _standardize(x)
+  onehot = jax.nn.one_hot(y, n_classes, dtype=z.dtype)
+
+  def one(train_w, eval_w, l2):
+    params = _lbfgs(z, onehot, train_w, l2, steps)
+    correct = jnp.argmax(jnp.matmul(z, params["w"], precision=_HIGHEST) + params["b"], -1) == y
+    return params, jnp.sum(eval_w * correct) / jnp.maximum(jnp.sum(eval_w), 1.0)
+
+  params, accuracy = jax.vmap(one)(train_weights, eval_weights, l2s)
+  return mean, std, params, accuracy
+
+
+def _rank_in_class(y: np.ndarray) -> np.ndarray:
+  """Position of each item among the items of its class, in the given order."""
+  order = np.argsort(y, kind="stable")
+  starts = np.searchsorted(y[order], y[order])
+  rank = np.empty(len(y), np.int64)
+  rank[order] = np.arange(len(y)) - starts
+  return rank
+
+
+def fit_logistic(
+  x: np.ndarray,
+  y: np.ndarray,
+  n_classes: int,
+  l2s: tuple[float, ...] = LOGISTIC_L2S,
+  default_l2: float = 1e-3,
+  steps: int = 100,
+) -> LinearProbe:
+  """Multinomial logistic probe on standardised features; l2 by 2-fold CV over the items.
+
+  Each class's items alternate between the two folds (in the given order); when a class has a
+  single item, or `l2s` has one value, no selection happens (`default_l2`, or that value).
+
+  >>> x = np.array([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]], np.float32)
+  >>> probe = fit_logistic(x, np.array([0, 0, 1, 1]), 2, steps=50)
+  >>> predict(probe, np.array([[0.0, 1.1], [1.2, 0.1]], np.float32)).tolist()
+  [0, 1]
+  """
+  x, y = jnp.asarray(x, jnp.float32), np.asarray(y, np.int64)
+  counts = np.bincount(y, minlength=n_classes)
+  l2 = float(l2s[0]) if len(l2s) == 1 else default_l2
+  if len(l2s) > 1 and counts[counts > 0].min() >= 2:
+    fold = _rank_in_class(y) % 2
+    a, b = (fold == 0).astype(np.float32), (fold == 1).astype(np.float32)
+    grid = np.repeat(np.asarray(l2s, np.float32), 2)
+    train_w, eval_w = np.tile(np.stack([a, b]), (len(l2s), 1)), np.tile(np.stack([b, a]), (len(l2s), 1))
+    *_, accuracy = _logistic_grid(x, jnp.asarray(y), train_w, eval_w, grid, n_classes, steps)
+    mean_accuracy = np.asarray(accuracy).reshape(len(l2s), 2).mean(1)
+    l2 = float(l2s[len(l2s) - 1 - int(np.argmax(mean_accuracy[::-1]))])  # ties: the larger l2
+  ones = np.ones((1, len(y)), np.float32)
+  mean, std, params, _ = _logistic_grid(x, jnp.asarray(y), ones, ones, jnp.asarray([l2]), n_classes, steps)
+  return LinearProbe(mean, std, params["w"][0], params["b"][0], jnp.asarray(l2))
+
+
+# -- Prediction ---------------------------------------------------------------------------------
+
+
+@jax.jit
+def _predict_chunk(probe: LinearProbe, x, allowed):
+  scores = jnp.matmul((x - probe.mean) / probe.std, probe.w, precision=_HIGHEST) + probe.b
+  return jnp.argmax(jnp.where(allowed, scores, -jnp.inf), axis=-1)
+
+
+def predict(probe: LinearProbe, x: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+  """[n] predicted classes: argmax of the scores over all classes, or over `allowed` ([c] bool)."""
+  allowed = jnp.ones(probe.b.shape, bool) if allowed is None else jnp.asarray(allowed, bool)
+  out = []
+  for lo in range(0, len(x), _CHUNK):
+    chunk = np.asarray(x[lo : lo + _CHUNK], np.float32)
+    rows = len(chunk)
+    if len(x) > _CHUNK:  # one compiled shape for every chunk
+      chunk = np.pad(chunk, ((0, _CHUNK - rows), (0, 0)))
+    out.append(np.asarray(_predict_chunk(probe, jnp.asarray(chunk), allowed))[:rows])
+  return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def accuracy(probe: LinearProbe, x: np.ndarray, y: np.ndarray, allowed: np.ndarray | None = None) -> float:
+  """Fraction of rows whose predicted class is y."""
+  return float(np.mean(predict(probe, x, allowed) == np.asarray(y)))
+
+
+def fit_probe(method: str, x, y, n_classes: int, config=None, seed: int = 0) -> LinearProbe:
+  """A probe by name ("ridge" | "logistic") with the settings of a transfer config (or defaults)."""
+  get = (lambda key, default: config.get(key, default)) if config is not None else (lambda _, d: d)
+  if method == "ridge":
+    return fit_ridge(x, y, n_classes, tuple(get("ridge_l2s", RIDGE_L2S)), get("max_loo_rows", 20000), seed)
+  if method == "logistic":
+    return fit_logistic(
+      x,
+      y,
+      n_classes,
+      tuple(get("logistic_l2s", LOGISTIC_L2S)),
+      get("logistic_l2", 1e-3),
+      get("logistic_steps", 100),
+    )
+  raise ValueError(f"unknown probe {method!r}; expected ridge or logistic")
+
+
+# -- Few-shot -----------------------------------------------------------------------------------
+
+
+def shot_order(y: np.ndarray, n_classes: int, seed: int) -> list[np.ndarray]:
+  """Per class, the indices of its items in a seeded random order (first k = the k shots)."""
+  rng = np.random.default_rng(seed)
+  return [rng.permutation(np.flatnonzero(y == c)) for c in range(n_classes)]
+
+
+def k_shot_indices(order: list[np.ndarray], k: int) -> np.ndarray:
+  """The first k items of every class (fewer where a class has fewer), class by class."""
+  return np.concatenate([indices[:k] for indices in order])
+
+
+def summarize(accuracies: list[float]) -> dict:
+  """{"mean", "std" (ddof 1; 0 for one value), "seeds"} of per-seed accuracies."""
+  values = np.asarray(accuracies, np.float64)
+  std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  return {"mean": float(values.mean()), "std": std, "seeds": [float(v) for v in values]}
+
+
+def fewshot(
+  train_x: np.ndarray,
+  train_y: np.ndarray,
+  test_x: np.ndarray,
+  test_y: np.ndarray,
+  n_classes: int,
+  shots=(1, 5, 10, 25),
+  seeds=(0, 1, 2),
+  methods=("ridge", "logistic"),
+  config=None,
+  progress: Progress | None = None,
+) -> tuple[dict, dict]:
+  """Few-shot accuracies {method: {"k": summary}} and details {method: {"k": {"l2": [...], ...}}}.
+
+  Labels of train and test must already share one label space of `n_classes` classes.
+  """
+  results = {m: {str(k): [] for k in shots} for m in methods}
+  details = {m: {str(k): {"l2": [], "n_train": []} for k in shots} for m in methods}
+  done = 0
+  for seed in seeds:
+    order = shot_order(np.asarray(train_y), n_classes, seed)
+    for k in shots:
+      index = k_shot_indices(order, k)
+      for method in methods:
+        probe = fit_probe(method, train_x[index], train_y[index], n_classes, config, seed)
+        results[method][str(k)].append(accuracy(probe, test_x, test_y))
+        details[method][str(k)]["l2"].append(float(probe.l2))
+        details[method][str(k)]["n_train"].append(len(index))
+        done += 1
+        if progress is not None:
+          progress.update(done, method=method, k=k, seed=seed)
+  summary = {m: {k: summarize(v) for k, v in per_k.items()} for m, per_k in results.items()}
+  return summary, details
+
+
+# -- Subpopulation shift (BREEDS-style) ---------------------------------------------------------
+
+
+class SubpopulationTask(NamedTuple):
+  """superclasses: names; source/target: [n_classes] superclass index of each class, or -1."""
+
+  superclasses: tuple[str, ...]
+  source: np.ndarray
+  target: np.ndarray
+
+
+def subpopulation_task(names: tuple[str, ...], mapping: dict[str, str], seed: int = 0) -> SubpopulationTask:
+  """Splits the classes of each superclass (>= 2 of them among `names`) into source and target halves.
+
+  >>> task = subpopulation_task(("a1", "a2", "b1", "b2", "c"), {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c": "C"})
+  >>> task.superclasses, int((task.source >= 0).sum()), int((task.target >= 0).sum())
+  (('A', 'B'), 2, 2)
+  """
+  members: dict[str, list[int]] = {}
+  for i, name in enumerate(names):
+    if name in mapping:
+      members.setdefault(mapping[name], []).append(i)
+  superclasses = tuple(sorted(s for s, m in members.items() if len(m) >= 2))
+  if len(superclasses) < 2:
+    raise DataError(None, "the superclass mapping gives fewer than 2 superclasses with >= 2 classes present")
+  rng = np.random.default_rng(seed)
+  source, target = np.full(len(names), -1), np.full(len(names), -1)
+  for s, superclass in enumerate(superclasses):
+    classes = rng.permutation(members[superclass])
+    half = len(classes) // 2
+    source[classes[:half]], target[classes[half:]] = s, s
+  return SubpopulationTask(superclasses, source, target)
+
+
+# -- The transfer job ---------------------------------------------------------------------------
+
+
+def _parse_stores(entries) -> dict[str, pathlib.Path]:
+  """`NAME=STORE` or `STORE` (named by its source: tfds "dataset/split", or the image folder's name)."""
+  stores = {}
+  for entry in entries:
+    name, sep, path = entry.partition("=")
+    path = pathlib.Path(path if sep else entry)
+    if not sep:
+      metadata = EmbeddingStore(path).metadata
+      root = str(metadata.get("root", ""))
+      name = root if metadata.get("source") == "tfds" else pathlib.Path(root).name or path.parent.name
+    if name in stores:
+      raise ValueError(f"two stores are named {name!r}; name them with NAME=STORE")
+    stores[name] = path
+  return stores
+
+
+def _parse_pair(entry: str) -> tuple[str, list[str]]:
+  train, sep, evals = entry.partition("->")
+  if not sep or not train.strip() or not evals.strip():
+    raise ValueError(f"{entry!r}: want TRAIN->EVAL[,EVAL...] (store names)")
+  return train.strip(), [e.strip() for e in evals.split(",") if e.strip()]
+
+
+def dataset_key(name: str) -> str:
+  """Results key of a store name: its dataset ("imagenet2012/validation" -> "imagenet2012")."""
+  return name.split("/", 1)[0]
+
+
+class _Stores:
+  """Features and labels of named stores, each read once."""
+
+  def __init__(self, paths: dict[str, pathlib.Path], config):
+    self.paths, self.config, self._cache = paths, config, {}
+
+  def __contains__(self, name: str) -> bool:
+    return name in self.paths
+
+  def get(self, name: str) -> tuple[np.ndarray, StoreLabels]:
+    if name not in self.paths:
+      raise ValueError(f"no store named {name!r}; known: {', '.join(self.paths) or 'none'} (config.stores)")
+    if name not in self._cache:
+      ids, x = EmbeddingStore(self.paths[name]).read()
+      labels = store_labels(self.paths[name], ids, self.config.data_dir, self.config.label_key)
+      self._cache[name] = (x, labels)
+    return self._cache[name]
+
+
+def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Few-shot, shift and subpopulation-shift accuracies of the configured stores -> W/results.json."""
+  workdir = pathlib.Path(workdir)
+  stores = _Stores(_parse_stores(config.stores), config)
+  pairs = {key: [_parse_pair(e) for e in config.get(key, ())] for key in ("fewshot", "shift", "breeds")}
+  for key in ("fewshot", "breeds"):
+    for train, evals in pairs[key]:
+      if len(evals) != 1:
+        raise ValueError(f"{key}: {train}->{','.join(evals)}: want exactly one test store")
+  if config.shift_probe not in ("ridge", "logistic"):
+    raise ValueError(f"shift_probe {config.shift_probe!r}: expected ridge or logistic")
+  mapping = read_superclasses(config.superclasses) if pairs["breeds"] else None
+  artifacts.write_json(workdir / "config.json", config.to_dict())
+  results = {"fewshot": {}, "shift": {}, "details": {"fewshot": {}, "shift": {}, "skipped": []}}
+  start = time.perf_counter()
+
+  for train, (test,) in pairs["fewshot"]:
+    x, train_labels = stores.get(train)
+    test_x, test_labels = stores.get(test)
+    n_classes = len(train_labels.names)
+    test_y = map_labels(test_labels.labels, test_labels.names, train_labels.names, stores.paths[test])
+    total = len(config.seeds) * len(config.shots) * len(config.methods)
+    summary, details = fewshot(
+      x,
+      train_labels.labels,
+      test_x,
+      test_y,
+      n_classes,
+      tuple(config.shots),
+      tuple(config.seeds),
+      tuple(config.methods),
+      config,
+      Progress(total, f"probes ({train}->{test})"),
+    )
+    results["fewshot"][dataset_key(train)] = summary
+    results["details"]["fewshot"][dataset_key(train)] = {
+      "train": train,
+      "test": test,
+      "n_classes": n_classes,
+      "n_test": len(test_y),
+      **details,
+    }
+
+  for train, evals in pairs["shift"]:
+    x, labels = stores.get(train)
+    probe = fit_probe(config.shift_probe, x, labels.labels, len(labels.names), config)
+    scores = {}
+    for name in evals:
+      if name not in stores:
+        results["details"]["skipped"].append(name)  # "when present": a missing dataset is no error
+        continue
+      eval_x, eval_labels = stores.get(name)
+      y = map_labels(eval_labels.labels, eval_labels.names, labels.names, stores.paths[name])
+      allowed = np.isin(np.arange(len(labels.names)), y) if config.restrict_to_eval_classes else None
+      key = dataset_key(name) if dataset_key(name) not in scores else name
+      scores[key] = accuracy(probe, eval_x, y, allowed)
+    results["shift"][dataset_key(train)] = scores
+    results["details"]["shift"][dataset_key(train)] = {
+      "train": train,
+      "probe": config.shift_probe,
+      "l2": float(probe.l2),
+      "n_train": len(x),
+    }
+
+  for train, (test,) in pairs["breeds"]:
+    x, labels = stores.get(train)
+    test_x, test_labels = stores.get(test)
+    test_y = map_labels(test_labels.labels, test_labels.names, labels.names, stores.paths[test])
+    task = subpopulation_task(labels.names, mapping, config.breeds_seed)
+    rows = task.source[labels.labels] >= 0
+    probe = fit_probe(
+      config.shift_probe, x[rows], task.source[labels.labels[rows]], len(task.superclasses), config
+    )
+    scores = {}
+    for part, assignment in (("source", task.source), ("target", task.target)):
+      keep = assignment[test_y] >= 0
+      scores[part] = accuracy(probe, test_x[keep], assignment[test_y[keep]])
+    key = f"{dataset_key(train)}:breeds_{pathlib.Path(config.superclasses).stem}"
+    results["shift"][key] = scores
+    results["details"]["shift"][key] = {
+      "train": train,
+      "test": test,
+      "superclasses": list(task.superclasses),
+      "n_source_classes": int((task.source >= 0).sum()),
+      "n_target_classes": int((task.target >= 0).sum()),
+    }
+
+  results["details"]["seconds"] = time.perf_counter() - start
+  artifacts.write_json(workdir / "results.json", results)
+  return results
+
+
+def format_results(results: dict) -> str:
+  lines = []
+  for dataset, methods in results["fewshot"].items():
+    for method, per_k in methods.items():
+      cells = "  ".join(f"{k}-shot {100 * v['mean']:.2f} ± {100 * v['std']:.2f} %" for k, v in per_k.items())
+      lines.append(f"few-shot {dataset} {method:8s} {cells}")
+  for train, evals in results["shift"].items():
+    cells = "  ".join(f"{name} {100 * acc:.2f} %" for name, acc in evals.items())
+    lines.append(f"shift {train} -> {cells}")
+  if results["details"]["skipped"]:
+    lines.append(f"skipped (no store): {', '.join(results['details']['skipped'])}")
+  return "\n".join(lines) or "nothing to do (config.fewshot, config.shift and config.breeds are empty)"
