@@ -81,7 +81,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.human_eval.image_folder = ""  # image students: 1,854 THINGS images, one per concept, sorted
 
   config.distributed = ml_collections.ConfigDict(
-    {"coordinator": "", "num_processes": 1, "process_id": 0, "auto": False, "cpu_collectives": False}
+    {"coordinator": "", "num_processes": 1, "process_id": 0, "auto": False}
   )
 
   if variant in RELEASE_STUDENTS:
@@ -108,7 +108,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
     config.data.image_size = 16
     config.data.workers = 1
     config.steps, config.batch_size = 80, 32
-    config.optimizer.learning_rate, config.optimizer.warmup_steps = 1e-3, 5
+    config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-4, 5
     config.optimizer.decay_to_init = 0.0
     config.checkpointing.every, config.checkpointing.use_async = 20, False
     config.log_every, config.eval.every = 10, 40

@@ -333,8 +333,9 @@ def initialize_distributed(config) -> None:
   """jax.distributed for multi-process runs (a TPU pod slice detects everything itself)."""
   d = config.distributed
   if d.coordinator:
-    if jax.default_backend() == "cpu" or d.cpu_collectives:
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU devices of several processes talk through gloo (no effect on GPU/TPU devices). Nothing may
+    # touch the backend before `initialize`.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(d.coordinator, num_processes=d.num_processes, process_id=d.process_id)
   elif d.auto:
     jax.distributed.initialize()
@@ -489,6 +490,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   )
   status, pending = "completed", None
   try:
+    if start == 0 and config.eval.every:  # where fine-tuning starts from (pretrained + fresh head)
+      record = evaluate_now(0)
+      record.pop("_embeddings", None)
+      evals.append(record)
+      if log:
+        log.write(record)
+    t0 = time.perf_counter()
     with _Preemption() as preemption:
       for step in range(start, config.steps):
         got, local = prefetch.next()
@@ -571,11 +579,17 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
   """The parameters of a run's checkpoint (the latest by default), as host numpy arrays."""
   import orbax.checkpoint as ocp
 
-  manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
+  manager = ocp.CheckpointManager(
+    pathlib.Path(workdir).absolute() / "checkpoints", item_handlers=ocp.StandardCheckpointHandler()
+  )
   step = manager.latest_step() if step is None else step
   if step is None:
     raise DataError(workdir, "no checkpoint")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  # Restore onto this process's first device whatever mesh wrote the checkpoint.
+  metadata = manager.item_metadata(step).tree
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   return jax.tree.map(np.asarray, restored["params"])
 
 
