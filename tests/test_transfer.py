@@ -50,7 +50,8 @@ class TransferBlobs(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split, n):
     for i in range(n):
-      name = f"{split}_{i:03d}.png"
+      # Train file names start with their synset, as ImageNet's (labels then come from the ids).
+      name = f"{CLASSES[i % len(CLASSES)]}_{i:03d}.png" if split == "train" else f"{split}_{i:03d}.png"
       yield name, {"image": _png(i), "label": i % len(CLASSES), "file_name": name}
 
 
@@ -114,11 +115,22 @@ def test_labels_come_from_the_tfds_label_feature_in_store_order(data_dir, stores
   got = store_labels(stores["separable"]["train"], data_dir=str(data_dir))
   np.testing.assert_array_equal(got.labels, labels)
   assert got.names == CLASSES
+  relabelled = ids.copy()
+  relabelled[0] = CLASSES[(labels[0] + 1) % len(CLASSES)] + relabelled[0][9:]
   shuffled = _write_store(
-    tmp_path / "s", ids[::-1].copy(), np.zeros((40, 8), np.float32), root="transfer_blobs/train"
+    tmp_path / "s", relabelled, np.zeros((40, 8), np.float32), root="transfer_blobs/train"
+  )
+  with pytest.raises(DataError, match="has tfds label"):  # synset in the id != the record's label
+    store_labels(shuffled, data_dir=str(data_dir))
+  test_ids, test_labels = _records(data_dir, "test")  # ids without synsets: every record is read
+  np.testing.assert_array_equal(
+    store_labels(stores["constant"]["test"], data_dir=str(data_dir)).labels, test_labels
+  )
+  swapped = _write_store(
+    tmp_path / "t", test_ids[::-1].copy(), np.zeros((24, 8), np.float32), root="transfer_blobs/test"
   )
   with pytest.raises(DataError, match="another data_dir or build"):
-    store_labels(shuffled, data_dir=str(data_dir))
+    store_labels(swapped, data_dir=str(data_dir))
 
 
 def test_image_folder_labels_are_parent_folders_and_names_map_across_datasets(tmp_path):
@@ -282,3 +294,8 @@ def test_bad_settings_are_reported(data_dir, stores, tmp_path):
   config = _config(data_dir, stores["separable"].values(), fewshot=("nope/train->transfer_blobs/test",))
   with pytest.raises(ValueError, match="no store named 'nope/train'"):
     transfer.transfer(config, tmp_path / "b")
+  config = _config(
+    tmp_path / "empty", stores["separable"].values(), fewshot=("transfer_blobs/train->transfer_blobs/test",)
+  )
+  with pytest.raises(DataError, match="cannot open tfds transfer_blobs/train"):
+    transfer.transfer(config, tmp_path / "c")

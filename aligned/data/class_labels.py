@@ -5,6 +5,8 @@
   read with images left undecoded; class names from its `ClassLabel` (WordNet ids for imagenet2012,
   imagenet_v2, imagenet_a, imagenet_r and imagenet_sketch, which all use the 1,000-synset label file);
   when the dataset has `file_name`, every record's name must equal the store's id (same order).
+  Ids that name their synset (ImageNet-train file names) give the labels directly, and a seeded
+  sample of 2,000 records is checked instead of reading every (image-carrying) record.
 - `image_folder` stores (ids = relative paths): the parent folder of each image is its class name
   (`n01440764/x.jpg` -> `n01440764`), so an ImageNet-R style folder shares ImageNet's names.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +31,8 @@ import numpy as np
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.progress import Progress
+
+_SYNSET = re.compile(r"^(n\d{8})_")  # ImageNet-train file names: n01440764_10026.JPEG
 
 
 class StoreLabels(NamedTuple):
@@ -52,7 +57,7 @@ def _tfds_data_dir(store: EmbeddingStore, data_dir: str) -> str | None:
 
 
 def _tfds_labels(
-  store: EmbeddingStore, ids: np.ndarray, data_dir: str, label_key: str, batch: int = 4096
+  store: EmbeddingStore, ids: np.ndarray, data_dir: str, label_key: str, batch: int = 4096, sample: int = 2000
 ) -> StoreLabels:
   import tensorflow_datasets as tfds
 
@@ -68,26 +73,41 @@ def _tfds_labels(
     }
     source = tfds.data_source(name, split=split, data_dir=where, decoders=skip, download=False)
   except Exception as e:  # tfds raises many types for a missing or unprepared dataset
-    raise DataError(where or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]  # tfds lists every dataset after it
+    raise DataError(
+      where or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {first_line}"
+    ) from None
   if label_key not in features or not hasattr(features[label_key], "names"):
     raise DataError(store.root, f"tfds {name} has no ClassLabel feature {label_key!r}")
   if len(source) != len(ids):
     raise DataError(store.root, f"{len(ids)} items, but tfds {name}/{split} has {len(source)} records")
-  labels = np.empty(len(ids), np.int64)
-  progress = Progress(len(ids), "labels")
-  for lo in range(0, len(ids), batch):
-    records = source.__getitems__(list(range(lo, min(lo + batch, len(ids)))))
-    for offset, record in enumerate(records):
-      labels[lo + offset] = int(record[label_key])
+  names = tuple(features[label_key].names)
+  index = {n: i for i, n in enumerate(names)}
+  prefixes = [_SYNSET.match(item) for item in ids]
+  from_ids = all(m is not None and m.group(1) in index for m in prefixes)
+  if from_ids:
+    # ImageNet-train style ids name their synset: reading 1.28 M records (~140 GB) only for labels
+    # is avoided; a seeded sample of records is still checked against the ids.
+    labels = np.asarray([index[m.group(1)] for m in prefixes], np.int64)
+    check = np.sort(np.random.default_rng(0).permutation(len(ids))[:sample])
+  else:
+    labels, check = np.empty(len(ids), np.int64), np.arange(len(ids))
+  progress = Progress(len(check), "labels")
+  for lo in range(0, len(check), batch):
+    rows = check[lo : lo + batch]
+    for i, record in zip(rows, source.__getitems__(rows.tolist()), strict=True):
+      if from_ids and int(record[label_key]) != labels[i]:
+        raise DataError(store.root, f"item {i} ({ids[i]!r}) has tfds label {names[int(record[label_key])]}")
+      labels[i] = int(record[label_key])
       # The store's id of a record is its file_name: a mismatch means another build or order.
-      if "file_name" in record and _text(record["file_name"]) != ids[lo + offset]:
+      if "file_name" in record and _text(record["file_name"]) != ids[i]:
         raise DataError(
           store.root,
-          f"item {lo + offset} is {ids[lo + offset]!r} but tfds {name}/{split} record "
-          f"{lo + offset} is {_text(record['file_name'])!r} (another data_dir or build?)",
+          f"item {i} is {ids[i]!r} but tfds {name}/{split} record {i} is "
+          f"{_text(record['file_name'])!r} (another data_dir or build?)",
         )
-    progress.update(min(lo + batch, len(ids)))
-  return StoreLabels(labels, tuple(features[label_key].names))
+    progress.update(min(lo + batch, len(check)))
+  return StoreLabels(labels, names)
 
 
 def _folder_labels(store: EmbeddingStore, ids: np.ndarray) -> StoreLabels:
