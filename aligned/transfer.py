@@ -457,7 +457,7 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       tuple(config.seeds),
       tuple(config.methods),
       config,
-      Progress(total, f"probes ({train}->{test})"),
+      Progress(total, "probes"),
     )
     results["fewshot"][dataset_key(train)] = summary
     results["details"]["fewshot"][dataset_key(train)] = {
