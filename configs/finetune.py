@@ -107,11 +107,11 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
     config.data.source = "synthetic"
     config.data.image_size = 16
     config.data.workers = 1
-    config.steps, config.batch_size = 80, 32
-    config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-4, 5
+    config.steps, config.batch_size = 100, 32
+    config.optimizer.learning_rate, config.optimizer.warmup_steps = 1.5e-4, 5
     config.optimizer.decay_to_init = 0.0
     config.checkpointing.every, config.checkpointing.use_async = 20, False
-    config.log_every, config.eval.every = 10, 40
+    config.log_every, config.eval.every = 10, 50
     config.human_eval.triplets = ""
   else:
     raise ValueError(

@@ -16,7 +16,7 @@ import pytest
 from aligned.student.train import restore_params
 from tests.conftest import REPO
 
-STEPS = 80  # the smoke variant's length
+STEPS = 100  # the smoke variant's length
 
 
 def _command(workdir, *overrides):
@@ -87,17 +87,14 @@ def test_smoke_variant_learns_the_synthetic_task(reference):
   results = json.loads((reference / "results.json").read_text())
   assert results["status"] == "completed" and results["steps"] == STEPS
   evals = [r for r in _metrics(reference) if "val/synthetic/loss" in r]
-  assert [r["step"] for r in evals] == [0, 40, STEPS]
+  assert [r["step"] for r in evals] == [0, 50, STEPS]
   first, last = evals[0], evals[-1]
   assert last["val/synthetic/loss"] < 0.85 * first["val/synthetic/loss"]
   assert last["val/synthetic/accuracy"] > first["val/synthetic/accuracy"] + 0.05
   assert results["final"]["val/synthetic/loss"] == last["val/synthetic/loss"]
   assert (reference / "plots" / "training.png").stat().st_size > 10_000
-  assert sorted(p.name for p in (reference / "checkpoints").iterdir() if p.name.isdigit()) == [
-    "40",
-    "60",
-    "80",
-  ]
+  saved = sorted(int(p.name) for p in (reference / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved == [60, 80, 100]  # every 20 steps, the last 3 kept
 
 
 def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(reference, tmp_path):

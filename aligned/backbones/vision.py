@@ -82,10 +82,13 @@ class HFVisionEncoder:
     """Random weights for a transformers config (benchmarks; no checkpoint needed)."""
     import transformers
 
-    model = getattr(transformers, _MODELS[kind])(hf_config, seed=seed)
+    # One jitted init of the whole module: transformers' own init compiles module by module (2x slower).
+    model = getattr(transformers, _MODELS[kind])(hf_config, seed=seed, _do_init=False)
+    images = jnp.zeros((1, hf_config.image_size, hf_config.image_size, hf_config.num_channels), jnp.float32)
+    init = jax.jit(lambda rng: model.module.init(rng, images, deterministic=True)["params"])
     encoder = cls.__new__(cls)
     encoder.kind, encoder.checkpoint = kind, pathlib.Path(f"<random {kind}>")
-    encoder.module, encoder.params, encoder.config = model.module, model.params, model.config
+    encoder.module, encoder.params, encoder.config = model.module, init(jax.random.key(seed)), model.config
     encoder.dim, encoder.image_size = hf_config.hidden_size, hf_config.image_size
     return encoder
 

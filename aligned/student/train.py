@@ -478,8 +478,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       )
 
   def save(step: int, force: bool = False) -> None:
-    check_finite(step)
     if force or step % c.every == 0:
+      check_finite(step)  # never save after a step that was not applied
       if manager.latest_step() != step:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
