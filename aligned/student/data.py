@@ -93,7 +93,10 @@ class TextItems:
   kind = "text"
 
   def __init__(self, texts: list[str], encoder):
-    self.tokens = encoder.tokenize(texts)
+    tokens = encoder.tokenize(texts)
+    # Right padding: cut to the longest text rounded up to 8 (a mask-weighted mean pool is unchanged).
+    length = -(-int(tokens["attention_mask"].sum(1).max()) // 8) * 8
+    self.tokens = {k: np.ascontiguousarray(v[:, :length]) for k, v in tokens.items()}
     self.n = len(texts)
 
   def __len__(self) -> int:
