@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from aligned import artifacts
-from aligned.backbones import load_image_backbone, load_text_backbone
+from aligned.backbones import build_backbone, load_text_backbone
 from aligned.backbones.preprocessing import preprocess
 from aligned.data import things
 from aligned.data.embeddings import save_embeddings
@@ -119,7 +119,13 @@ class ImageEmbedder:
   """Batches of preprocessed images -> embeddings, sharded over the `data` axis of a mesh."""
 
   def __init__(self, config, mesh, encoder=None):
-    self.encoder = encoder or load_image_backbone(config.backbone, config.checkpoint)
+    if encoder is None:
+      random_config = config.get("random_backbone")
+      random_config = random_config.to_dict() if random_config else None
+      encoder, _ = build_backbone(
+        config.backbone, config.checkpoint, random_config, seed=config.get("seed", 0)
+      )
+    self.encoder = encoder
     self.mesh, self.batch_size = mesh, config.batch_size
     self.lookahead = max(2, config.get("decode_threads", 2))
     self.size, self.normalization = config.image_size or self.encoder.image_size, config.normalization
@@ -216,6 +222,8 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
       "compute_dtype": config.compute_dtype,
       "root": where,
     }
+    if config.get("random_backbone"):  # random weights: the store is defined by the config and seed
+      description["random_backbone"] = {**config.random_backbone.to_dict(), "seed": config.seed}
 
   store = EmbeddingStore(workdir / "store")
   store.open(

@@ -74,6 +74,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.checkpointing = ml_collections.ConfigDict({"every": 1000, "keep": 3, "use_async": True})
   config.log_every = 50
   config.eval = ml_collections.ConfigDict({"every": 5000, "max_triplets": 10_000})
+  config.save_item_embeddings = False  # W/item_embeddings.npy: head outputs of every item (small sources)
   config.human_eval = ml_collections.ConfigDict()
   config.human_eval.triplets = str(data_dir() / "things" / "2171trials_humans.txt")
   config.human_eval.format = "odd_last"

@@ -29,3 +29,24 @@ def load_image_backbone(name: str, checkpoint: str) -> HFVisionEncoder | SiglipE
   if not checkpoint:
     raise ValueError(f"image backbone {name!r} needs a local checkpoint folder (no downloads here)")
   return SiglipEncoder(checkpoint) if name == "siglip" else HFVisionEncoder(name, checkpoint)
+
+
+def build_backbone(name: str, checkpoint: str = "", random_config: dict | None = None, seed: int = 0):
+  """(backbone, kind) with kind "text" or "image": a registered backbone from its local files, or,
+  with `random_config` (a transformers config as a dict; SiglipConfig fields for siglip), the same
+  architecture with random weights (smoke runs, benchmarks, the image demo)."""
+  if name in TEXT_BACKBONES:
+    return load_text_backbone(name, checkpoint), "text"
+  if name not in IMAGE_BACKBONES:
+    known = ", ".join([*TEXT_BACKBONES, *IMAGE_BACKBONES])
+    raise ValueError(f"unknown backbone {name!r}; known: {known}")
+  if random_config:
+    if name == "siglip":
+      from aligned.backbones.siglip import SiglipConfig
+
+      return SiglipEncoder.random(SiglipConfig(**random_config), seed=seed), "image"
+    import transformers
+
+    hf_class = {"vit": "ViTConfig", "clip": "CLIPVisionConfig", "dinov2": "Dinov2Config"}[name]
+    return HFVisionEncoder.random(name, getattr(transformers, hf_class)(**random_config), seed=seed), "image"
+  return load_image_backbone(name, checkpoint), "image"

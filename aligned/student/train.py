@@ -249,25 +249,10 @@ def _dtype(name: str):
 
 def build_backbone(config):
   """(backbone, kind) from the config: a registered backbone from a local checkpoint, or random."""
-  from aligned.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, load_image_backbone, load_text_backbone
+  from aligned.backbones import build_backbone as build
 
-  if config.backbone in TEXT_BACKBONES:
-    return load_text_backbone(config.backbone, config.checkpoint), "text"
-  if config.backbone not in IMAGE_BACKBONES:
-    raise ValueError(f"unknown backbone {config.backbone!r}")
-  if config.random_backbone:  # a transformers config as a dict: random weights (smoke runs, benchmarks)
-    if config.backbone == "siglip":
-      from aligned.backbones.siglip import SiglipConfig, SiglipEncoder
-
-      return SiglipEncoder.random(SiglipConfig(**config.random_backbone.to_dict()), seed=config.seed), "image"
-    import transformers
-
-    from aligned.backbones.vision import HFVisionEncoder
-
-    hf_class = {"vit": "ViTConfig", "clip": "CLIPVisionConfig", "dinov2": "Dinov2Config"}[config.backbone]
-    hf_config = getattr(transformers, hf_class)(**config.random_backbone.to_dict())
-    return HFVisionEncoder.random(config.backbone, hf_config, seed=config.seed), "image"
-  return load_image_backbone(config.backbone, config.checkpoint), "image"
+  random_config = config.random_backbone.to_dict() if config.random_backbone else None
+  return build(config.backbone, config.checkpoint, random_config, seed=config.seed)
 
 
 def build_items(config, backbone, kind: str):
@@ -559,7 +544,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     "final": final,
     "evaluations": evals,
   }
+  item_embeddings = (
+    embed_items(trainer, state["params"], items, config.batch_size) if config.save_item_embeddings else None
+  )
   if jax.process_index() == 0:
+    if item_embeddings is not None:  # every training item, in item (index) order
+      artifacts.save_npy(workdir / "item_embeddings.npy", item_embeddings.astype(np.float32))
+      results["item_embeddings"] = str(workdir / "item_embeddings.npy")
     if embeddings is not None:
       artifacts.save_npy(workdir / "things_embeddings.npy", embeddings.astype(np.float32))
       results["things_embeddings"] = str(workdir / "things_embeddings.npy")
