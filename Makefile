@@ -1,4 +1,4 @@
-# Two commands: `make demo` (the main job) and `make test` (lint + the test suite).
+# Two commands: `make demo` (the main job: AligNet end to end) and `make test` (lint + the test suite).
 # Each creates .venv from the pinned requirements on first use; needs only Python 3.11 and pip.
 PYTHON ?= python3.11
 VENV := .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ALIGNED_DATA ?= $(if $(wildcard ../shared/data/MANIFEST.tsv),$(abspath ../shared/data),$(HOME)/.cache/aligned/data)
 export ALIGNED_DATA
 
-.PHONY: demo test lint format data clean
+.PHONY: demo demo-images test lint format data clean
 
 $(BIN)/.runtime: requirements.txt requirements-models.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -24,7 +24,10 @@ data: $(BIN)/.runtime
 	$(BIN)/python -m experiments.download_data
 
 demo: data
-	$(BIN)/python -m experiments.evaluate --config=configs/evaluate.py:spose --workdir=runs/demo
+	$(BIN)/python -m experiments.demo --config=configs/demo.py --workdir=runs/demo
+
+demo-images: $(BIN)/.runtime
+	$(BIN)/python -m experiments.demo --config=configs/demo.py:images --workdir=runs/demo_images
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .

@@ -12,6 +12,15 @@ workdir ends with:
   untransformed_student_things_embeddings.npy  UnAligNet student (trained on raw-model labels)
   report.md, results.csv, plots/             the evaluation report
   results.json                               the demo's table and the wall time of every stage
+
+`run_image_demo` (variant `images`) runs the same stages on images: a generated shapes dataset (4
+shape kinds x 3 colours, stored as `imagenet2012` for tfds) and a tiny random-initialised ViT as base
+model and student. Its "people" are the classes: triplets whose odd one out is the image of another
+class (colour x shape kind), split into a training file for the teacher and a held-out file for
+evaluation. It proves the image path end to end (tfds records by index, host decoding, sharded
+steps). A random ViT's features carry colour but not shape kind (odd one out by shape kind: 34 %,
+chance), so shape-kind triplets would leave the teacher nothing to align; its numbers say nothing
+about AligNet at scale.
 """
 
 from __future__ import annotations
@@ -26,7 +35,6 @@ import ml_collections
 
 from aligned import artifacts
 
-MODELS = ("base", "teacher", "alignet_student", "unalignet_student")
 NAMES = {
   "reference": "SPoSE 49-d (fit to people)",
   "base": "MiniLM (base)",
@@ -36,19 +44,54 @@ NAMES = {
 }
 
 
-def _stage(name: str, folder: pathlib.Path, job, timings: dict, log) -> dict:
-  """Runs `job()` unless folder/results.json exists; records the wall time."""
-  done = folder / "results.json"
-  if done.exists():
-    log(f"[{name}] done before: {folder}")
-    timings[name] = None
-    return json.loads(done.read_text())
-  log(f"[{name}] ...")
-  start = time.perf_counter()
-  results = job()
-  timings[name] = time.perf_counter() - start
-  log(f"[{name}] {timings[name]:.0f} s")
-  return results
+class _Stages:
+  """Runs the stages in order. A stage is skipped when it finished before (results.json) with the same
+  config and none of its inputs was recomputed in this run; a stage whose config changed, or whose
+  inputs were recomputed, starts again from an empty folder; an unfinished one resumes."""
+
+  def __init__(self, log):
+    self.log, self.ran, self.timings = log, set(), {}
+
+  def run(self, name: str, folder: pathlib.Path, config, job, deps=()) -> dict:
+    current = json.loads(json.dumps(config.to_dict()))
+    record = folder / "stage_config.json"
+    changed = record.exists() and json.loads(record.read_text()) != current
+    upstream = sorted(d for d in deps if d in self.ran)
+    if (folder / "results.json").exists() and not changed and not upstream:
+      self.log(f"[{name}] done before: {folder}")
+      self.timings[name] = None
+      return json.loads((folder / "results.json").read_text())
+    if folder.exists() and (changed or upstream):
+      why = "its settings changed" if changed else f"{', '.join(upstream)} recomputed"
+      self.log(f"[{name}] starting again ({why})")
+      shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(record, current)
+    self.log(f"[{name}] ...")
+    start = time.perf_counter()
+    results = job(config, folder)
+    self.timings[name] = time.perf_counter() - start
+    self.ran.add(name)
+    self.log(f"[{name}] {self.timings[name]:.0f} s")
+    return results
+
+
+EVAL_DEPS = {
+  "reference": (),
+  "base": ("extract",),
+  "teacher": ("extract", "teacher"),
+  "alignet_student": ("alignet_student",),
+  "unalignet_student": ("unalignet_student",),
+}
+
+
+def _generate(config, folder: pathlib.Path) -> dict:
+  from aligned.generation.generate import generate
+
+  generate(config, folder)
+  manifest = json.loads((folder / "manifest.json").read_text())
+  artifacts.write_json(folder / "results.json", manifest)  # marks the stage complete
+  return manifest
 
 
 def _copy(source: str | os.PathLike, target: pathlib.Path) -> None:
@@ -59,7 +102,6 @@ def _copy(source: str | os.PathLike, target: pathlib.Path) -> None:
 def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=print) -> dict:
   from aligned.evaluate import evaluate
   from aligned.extract import extract
-  from aligned.generation.generate import generate
   from aligned.report import write_report
   from aligned.student.train import finetune
   from aligned.teacher.train import fit_teacher
@@ -67,23 +109,19 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
-  timings: dict[str, float | None] = {}
+  stages = _Stages(log)
   total = time.perf_counter()
 
   # 1. base embeddings of the THINGS concepts
   extract_config = ml_collections.ConfigDict(config.extract.to_dict())
   extract_config.template = config.template
-  extracted = _stage(
-    "extract", workdir / "extract", lambda: extract(extract_config, workdir / "extract"), timings, log
-  )
+  extracted = stages.run("extract", workdir / "extract", extract_config, extract)
   _copy(extracted["embeddings"], workdir / "things_embeddings.npy")
 
   # 2. the teacher
   teacher_config = ml_collections.ConfigDict(config.teacher.to_dict())
   teacher_config.embeddings = str(workdir / "things_embeddings.npy")
-  teacher = _stage(
-    "teacher", workdir / "teacher", lambda: fit_teacher(teacher_config, workdir / "teacher"), timings, log
-  )
+  teacher = stages.run("teacher", workdir / "teacher", teacher_config, fit_teacher, deps=("extract",))
 
   # 3. AligNet data (teacher labels) and its untransformed twin (raw-model labels)
   generate_config = ml_collections.ConfigDict(config.generate.to_dict())
@@ -92,12 +130,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
     str(workdir / "teacher" / "transform.npz"),
   )
   generate_config.similarity = teacher_config.similarity
-  _stage(
-    "generate", workdir / "alignet", lambda: generate(generate_config, workdir / "alignet"), timings, log
-  )
-  (workdir / "alignet" / "results.json").exists() or artifacts.write_json(
-    workdir / "alignet" / "results.json", json.loads((workdir / "alignet" / "manifest.json").read_text())
-  )
+  stages.run("generate", workdir / "alignet", generate_config, _generate, deps=("extract", "teacher"))
 
   # 4. students
   students = {}
@@ -109,7 +142,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
     student_config.data.root, student_config.data.transform = str(workdir / "alignet"), transform
     student_config.data.samplings, student_config.data.template = config.generate.samplings, config.template
     folder = workdir / name
-    students[name] = _stage(name, folder, lambda c=student_config, f=folder: finetune(c, f), timings, log)
+    students[name] = stages.run(name, folder, student_config, finetune, deps=("generate",))
     if students[name].get("status") != "completed":
       raise RuntimeError(f"{name} stopped before the end ({students[name].get('status')}); rerun the demo")
     _copy(folder / "things_embeddings.npy", workdir / out)
@@ -129,9 +162,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
     if name == "reference":
       eval_config.embeddings_order = "sorted"
     folder = workdir / "eval" / name
-    evaluations[name] = _stage(
-      f"evaluate {name}", folder, lambda c=eval_config, f=folder: evaluate(c, f), timings, log
-    )
+    evaluations[name] = stages.run(f"evaluate {name}", folder, eval_config, evaluate, deps=EVAL_DEPS[name])
 
   report_config = ml_collections.ConfigDict(
     {
@@ -143,34 +174,38 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
   )
   start = time.perf_counter()
   write_report(report_config, workdir)
-  timings["report"] = time.perf_counter() - start
+  stages.timings["report"] = time.perf_counter() - start
 
+  results = _summary(config, evaluations, students, NAMES, stages.timings, total)
+  results["items"] = f"1,854 THINGS concepts, texts {config.template!r}"
+  results["teacher"] = {k: teacher.get(k) for k in ("best", "temperature") if k in teacher}
+  artifacts.write_json(workdir / "results.json", results)  # written last: the demo is complete
+  return results
+
+
+def _summary(config, evaluations: dict, students: dict, names: dict, timings: dict, total: float) -> dict:
   table = []
-  for name in inputs:
-    r = evaluations[name]
+  for name, r in evaluations.items():
     table.append(
       {
-        "model": NAMES[name],
+        "model": names[name],
         "accuracy": r["accuracy"],
         "accuracy_ci95": r.get("accuracy_ci95"),
         "mean_human_choice_prob": r["mean_human_choice_prob"],
         "rsa_spearman": r.get("rsa_spearman"),
-        "noise_ceiling": r.get("noise_ceiling"),
       }
     )
-  results = {
-    "template": config.template,
-    "n_triplets": evaluations["base"]["n_triplets"],
+  first = next(iter(evaluations.values()))
+  return {
+    "triplets": first["triplets"],
+    "n_triplets": first["n_triplets"],
     "chance": 1 / 3,
-    "noise_ceiling": evaluations["base"].get("noise_ceiling"),
+    "noise_ceiling": first.get("noise_ceiling"),
     "table": table,
-    "teacher": {k: teacher.get(k) for k in ("best", "temperature") if k in teacher},
     "students": {name: {"steps": s["steps"], "final": s["final"]} for name, s in students.items()},
     "timings_s": timings,
     "wall_s": time.perf_counter() - total,
   }
-  artifacts.write_json(workdir / "results.json", results)  # written last: the demo is complete
-  return results
 
 
 def format_results(results: dict) -> str:
@@ -178,7 +213,7 @@ def format_results(results: dict) -> str:
     return "   n/a" if x is None else f"{100 * x:6.2f} %"
 
   lines = [
-    f"AligNet demo on {results['n_triplets']} human THINGS triplets (template {results['template']!r})",
+    f"AligNet demo: {results['items']}; {results['n_triplets']} triplets of {results['triplets']}",
     f"{'model':32s} {'accuracy':>9s} {'RSA rho':>8s}",
   ]
   for row in results["table"]:
@@ -186,10 +221,151 @@ def format_results(results: dict) -> str:
     lines.append(f"{row['model']:32s} {pct(row['accuracy'])} {rho:>8s}")
   lines.append(f"{'chance':32s} {pct(results['chance'])}")
   lines.append(
-    f"{'noise ceiling':32s} {pct(results['noise_ceiling'])}  (one response per triplet: none)"
+    f"{'noise ceiling':32s}    n/a (one response per triplet)"
     if results["noise_ceiling"] is None
     else f"{'noise ceiling':32s} {pct(results['noise_ceiling'])}"
   )
   stages = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings_s"].items() if v is not None)
   lines.append(f"wall time {results['wall_s']:.0f} s ({stages})")
   return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# The image variant
+# ------------------------------------------------------------------------------------------------
+
+IMAGE_NAMES = {
+  "base": "random ViT (base)",
+  "teacher": "teacher (ViT + transform)",
+  "alignet_student": "AligNet student",
+  "unalignet_student": "UnAligNet student",
+}
+
+
+def label_triplets(labels, n: int, seed: int, exclude=None):
+  """[n, 3] triplets, odd one out last: two items with one label and one with another."""
+  import numpy as np
+
+  from aligned.generation.sampling import sample_triplets
+
+  labels = np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)
+  triplets = sample_triplets("class_border", n, seed, len(labels), labels, exclude=exclude)
+  t = labels[triplets]
+  odd = np.where(t[:, 0] == t[:, 1], 2, np.where(t[:, 0] == t[:, 2], 1, 0))
+  order = np.stack([np.delete(np.arange(3), k) for k in range(3)])[odd]  # the two of one superclass
+  return np.concatenate([np.take_along_axis(triplets, order, 1), triplets[np.arange(n), odd][:, None]], 1)
+
+
+def _write_triplets(path: pathlib.Path, triplets) -> None:
+  with artifacts.atomic_path(path) as tmp:
+    tmp.write_text("".join(f"{i} {j} {k}\n" for i, j, k in triplets))
+
+
+def run_image_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=print) -> dict:
+  import numpy as np
+
+  from aligned.data import shapes
+  from aligned.embedding_store import EmbeddingStore
+  from aligned.evaluate import evaluate
+  from aligned.extract import extract
+  from aligned.report import write_report
+  from aligned.student.train import finetune
+  from aligned.teacher.train import fit_teacher
+
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  artifacts.write_json(workdir / "config.json", config.to_dict())
+  stages = _Stages(log)
+  total = time.perf_counter()
+
+  # 0. the dataset and its hierarchy
+  data_dir = workdir / "tfds"
+  start = time.perf_counter()
+  folder = shapes.build_shapes_dataset(data_dir, **config.shapes.to_dict())
+  stages.timings["shapes"] = time.perf_counter() - start
+  superclass_of = {}
+  for line in (folder / shapes.HIERARCHY_FILE).read_text().splitlines()[1:]:
+    synset, _, superclass = line.split("\t")
+    superclass_of[synset] = superclass
+
+  # 1. base embeddings of every training image (random ViT)
+  extract_config = ml_collections.ConfigDict(config.extract.to_dict())
+  extract_config.data_dir = str(data_dir)
+  extracted = stages.run("extract", workdir / "extract", extract_config, extract)
+  ids, x = EmbeddingStore(extracted["store"]).read()
+  artifacts.save_npy(workdir / "item_embeddings.npy", x.astype(np.float32))
+  classes = [i.split("_")[0] for i in ids]  # synsets: one per (colour, shape kind)
+  superclasses = [superclass_of[c] for c in classes]
+
+  # "people": the odd one out is the image of another class (another colour or shape kind); the
+  # evaluation file shares no triplet with the teacher's training file
+  human = workdir / "human"
+  held_out = label_triplets(classes, config.n_eval_triplets, config.seed)
+  train = label_triplets(classes, config.n_teacher_triplets, config.seed + 1, exclude=held_out)
+  _write_triplets(human / "eval_triplets.txt", held_out)
+  _write_triplets(human / "train_triplets.txt", train)
+
+  # 2. the teacher, fitted on the training triplets
+  teacher_config = ml_collections.ConfigDict(config.teacher.to_dict())
+  teacher_config.embeddings = str(workdir / "item_embeddings.npy")
+  teacher_config.triplets = str(human / "train_triplets.txt")
+  teacher_config.eval_triplets, teacher_config.eval_formats = (
+    (str(human / "eval_triplets.txt"),),
+    ("odd_last",),
+  )
+  stages.run("teacher", workdir / "teacher", teacher_config, fit_teacher, deps=("extract",))
+
+  # 3. AligNet data
+  generate_config = ml_collections.ConfigDict(config.generate.to_dict())
+  generate_config.store, generate_config.teacher = (
+    extracted["store"],
+    str(workdir / "teacher" / "transform.npz"),
+  )
+  generate_config.similarity = teacher_config.similarity
+  stages.run("generate", workdir / "alignet", generate_config, _generate, deps=("extract", "teacher"))
+
+  # 4. students start from the base model's weights (same random config and seed)
+  students = {}
+  for name, transform in (
+    ("alignet_student", "uncertainty_distillation"),
+    ("unalignet_student", "untransformed"),
+  ):
+    student_config = ml_collections.ConfigDict(config.student.to_dict())
+    student_config.data.root, student_config.data.transform = str(workdir / "alignet"), transform
+    student_config.data.samplings, student_config.data.tfds_data_dir = (
+      config.generate.samplings,
+      str(data_dir),
+    )
+    folder = workdir / name
+    students[name] = stages.run(name, folder, student_config, finetune, deps=("generate",))
+    _copy(folder / "item_embeddings.npy", workdir / f"{name}_item_embeddings.npy")
+
+  # 5. evaluation on the held-out hierarchy triplets, then the report
+  inputs = {
+    "base": (workdir / "item_embeddings.npy", ""),
+    "teacher": (workdir / "item_embeddings.npy", workdir / "teacher" / "transform.npz"),
+    "alignet_student": (workdir / "alignet_student_item_embeddings.npy", ""),
+    "unalignet_student": (workdir / "unalignet_student_item_embeddings.npy", ""),
+  }
+  evaluations = {}
+  for name, (embeddings, transform) in inputs.items():
+    eval_config = ml_collections.ConfigDict(config.evaluate.to_dict())
+    eval_config.embeddings, eval_config.transform = str(embeddings), str(transform)
+    eval_config.triplets = str(human / "eval_triplets.txt")
+    folder = workdir / "eval" / name
+    evaluations[name] = stages.run(f"evaluate {name}", folder, eval_config, evaluate, deps=EVAL_DEPS[name])
+  report_config = ml_collections.ConfigDict(
+    {
+      "runs": ",".join(str(workdir / "eval" / n) for n in inputs),
+      "names": ",".join(IMAGE_NAMES[n] for n in inputs),
+      "title": "AligNet image demo: random ViT on generated shapes",
+      "plots": True,
+    }
+  )
+  start = time.perf_counter()
+  write_report(report_config, workdir)
+  stages.timings["report"] = time.perf_counter() - start
+  results = _summary(config, evaluations, students, IMAGE_NAMES, stages.timings, total)
+  results["items"] = f"{len(ids)} shapes images ({len(set(superclasses))} shape kinds)"
+  artifacts.write_json(workdir / "results.json", results)
+  return results
