@@ -142,7 +142,7 @@ class Records:
 def _main_section(runs: list[Run], records: Records) -> str:
   header = [
     "run",
-    "THINGS accuracy [95 % CI]",
+    "odd-one-out accuracy [95 % CI]",
     "noise ceiling",
     "chance",
     "triplets / responses",
@@ -191,7 +191,7 @@ def _main_section(runs: list[Run], records: Records) -> str:
   notes = f"Triplets: {', '.join(sources)}."
   if rsms:
     notes += f" RSA against {', '.join(rsms)}, intervals by bootstrap over objects."
-  return "## THINGS odd-one-out and RSA\n\n" + markdown_table(header, rows) + "\n\n" + notes + "\n"
+  return "## Odd-one-out accuracy and RSA\n\n" + markdown_table(header, rows) + "\n\n" + notes + "\n"
 
 
 def _category_section(runs: list[Run], records: Records) -> str:
