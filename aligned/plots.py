@@ -46,18 +46,19 @@ def plot_training_curves(metrics_jsonl: str | os.PathLike, path: str | os.PathLi
     record = json.loads(line)
     (train if "loss" in record else evals).append(record)
   figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+  series = sorted({k.rsplit("/", 1)[0] for r in evals for k in r if k.endswith(("/loss", "/accuracy"))})
+  colour = {name: f"C{i + 1}" for i, name in enumerate(series)}  # the same series, the same colour
   if train:
     steps = [r["step"] for r in train]
-    loss_axis.plot(steps, [r["loss"] for r in train], label="train")
-    accuracy_axis.plot(steps, [100 * r["accuracy"] for r in train], label="train (batch)")
-  for key in sorted({k for r in evals for k in r if k.endswith("/loss")}):
-    rows = [r for r in evals if key in r]
-    loss_axis.plot([r["step"] for r in rows], [r[key] for r in rows], "o-", label=key.removesuffix("/loss"))
-  for key in sorted({k for r in evals for k in r if k.endswith("/accuracy")}):
-    rows = [r for r in evals if key in r]
-    accuracy_axis.plot(
-      [r["step"] for r in rows], [100 * r[key] for r in rows], "o-", label=key.removesuffix("/accuracy")
-    )
+    loss_axis.plot(steps, [r["loss"] for r in train], color="C0", label="train")
+    accuracy_axis.plot(steps, [100 * r["accuracy"] for r in train], color="C0", label="train (batch)")
+  for name in series:
+    for axis, key, scale in ((loss_axis, f"{name}/loss", 1), (accuracy_axis, f"{name}/accuracy", 100)):
+      rows = [r for r in evals if key in r]
+      if rows:
+        axis.plot(
+          [r["step"] for r in rows], [scale * r[key] for r in rows], "o-", color=colour[name], label=name
+        )
   for axis, label in ((loss_axis, "loss"), (accuracy_axis, "triplet accuracy (%)")):
     axis.set_xlabel("step")
     axis.set_ylabel(label)
