@@ -373,7 +373,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   if d.source == "synthetic" and not d.root:  # the smoke task writes its own AligNet files
     d = config.data = ml_collections.ConfigDict(config.data.to_dict())
     synthetic_root = workdir / "synthetic_alignet"
-    if jax.process_index() == 0 and not (synthetic_root / "uncertainty_distillation").exists():
+    written_last = student_data.alignet_path(synthetic_root, "uncertainty_distillation", "train", "synthetic")
+    if jax.process_index() == 0 and not written_last.exists():
       source = student_data.SyntheticImages(
         d.synthetic.n_items, d.synthetic.image_size, seed=d.synthetic.seed
       )
