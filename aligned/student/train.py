@@ -162,7 +162,7 @@ class Trainer:
     (loss, sims), grads = jax.value_and_grad(mean_loss, has_aux=True)(state["params"])
     updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
     new_state = {
