@@ -94,16 +94,50 @@ def _generate(config, folder: pathlib.Path) -> dict:
   return manifest
 
 
+def _train_student(stages: _Stages, name: str, folder: pathlib.Path, config) -> dict:
+  from aligned.student.train import finetune
+
+  results = stages.run(name, folder, config, finetune, deps=("generate",))
+  if results.get("status") != "completed":  # preempted (SIGTERM): its checkpoint is kept
+    raise RuntimeError(f"{name} stopped before the end ({results.get('status')}); rerun the demo to resume")
+  return results
+
+
+def _evaluate_and_report(config, workdir, stages, inputs, names, title, triplets="", orders=None) -> dict:
+  """Evaluates every model of `inputs` ({name: (embeddings, transform)}) and writes the report."""
+  from aligned.evaluate import evaluate
+  from aligned.report import write_report
+
+  evaluations = {}
+  for name, (embeddings, transform) in inputs.items():
+    eval_config = ml_collections.ConfigDict(config.evaluate.to_dict())
+    eval_config.embeddings, eval_config.transform = str(embeddings), str(transform)
+    eval_config.embeddings_order = (orders or {}).get(name, eval_config.embeddings_order)
+    if triplets:
+      eval_config.triplets = str(triplets)
+    folder = workdir / "eval" / name
+    evaluations[name] = stages.run(f"evaluate {name}", folder, eval_config, evaluate, deps=EVAL_DEPS[name])
+  report_config = ml_collections.ConfigDict(
+    {
+      "runs": ",".join(str(workdir / "eval" / n) for n in inputs),
+      "names": ",".join(names[n] for n in inputs),
+      "title": title,
+      "plots": True,
+    }
+  )
+  start = time.perf_counter()
+  write_report(report_config, workdir)
+  stages.timings["report"] = time.perf_counter() - start
+  return evaluations
+
+
 def _copy(source: str | os.PathLike, target: pathlib.Path) -> None:
   with artifacts.atomic_path(target) as tmp:
     shutil.copyfile(source, tmp)
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=print) -> dict:
-  from aligned.evaluate import evaluate
   from aligned.extract import extract
-  from aligned.report import write_report
-  from aligned.student.train import finetune
   from aligned.teacher.train import fit_teacher
 
   workdir = pathlib.Path(workdir)
@@ -142,9 +176,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
     student_config.data.root, student_config.data.transform = str(workdir / "alignet"), transform
     student_config.data.samplings, student_config.data.template = config.generate.samplings, config.template
     folder = workdir / name
-    students[name] = stages.run(name, folder, student_config, finetune, deps=("generate",))
-    if students[name].get("status") != "completed":
-      raise RuntimeError(f"{name} stopped before the end ({students[name].get('status')}); rerun the demo")
+    students[name] = _train_student(stages, name, folder, student_config)
     _copy(folder / "things_embeddings.npy", workdir / out)
 
   # 5. evaluation of every model on the human triplets and the human RDM, then the report
@@ -155,27 +187,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
     "alignet_student": (workdir / "student_things_embeddings.npy", ""),
     "unalignet_student": (workdir / "untransformed_student_things_embeddings.npy", ""),
   }
-  evaluations = {}
-  for name, (embeddings, transform) in inputs.items():
-    eval_config = ml_collections.ConfigDict(config.evaluate.to_dict())
-    eval_config.embeddings, eval_config.transform = str(embeddings), str(transform)
-    if name == "reference":
-      eval_config.embeddings_order = "sorted"
-    folder = workdir / "eval" / name
-    evaluations[name] = stages.run(f"evaluate {name}", folder, eval_config, evaluate, deps=EVAL_DEPS[name])
-
-  report_config = ml_collections.ConfigDict(
-    {
-      "runs": ",".join(str(workdir / "eval" / n) for n in inputs),
-      "names": ",".join(NAMES[n] for n in inputs),
-      "title": "AligNet demo: MiniLM on THINGS",
-      "plots": True,
-    }
+  evaluations = _evaluate_and_report(
+    config, workdir, stages, inputs, NAMES, "AligNet demo: MiniLM on THINGS", orders={"reference": "sorted"}
   )
-  start = time.perf_counter()
-  write_report(report_config, workdir)
-  stages.timings["report"] = time.perf_counter() - start
-
   results = _summary(config, evaluations, students, NAMES, stages.timings, total)
   results["items"] = f"1,854 THINGS concepts, texts {config.template!r}"
   results["teacher"] = {k: teacher.get(k) for k in ("best", "temperature") if k in teacher}
@@ -266,10 +280,7 @@ def run_image_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike
 
   from aligned.data import shapes
   from aligned.embedding_store import EmbeddingStore
-  from aligned.evaluate import evaluate
   from aligned.extract import extract
-  from aligned.report import write_report
-  from aligned.student.train import finetune
   from aligned.teacher.train import fit_teacher
 
   workdir = pathlib.Path(workdir)
@@ -337,7 +348,7 @@ def run_image_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike
       str(data_dir),
     )
     folder = workdir / name
-    students[name] = stages.run(name, folder, student_config, finetune, deps=("generate",))
+    students[name] = _train_student(stages, name, folder, student_config)
     _copy(folder / "item_embeddings.npy", workdir / f"{name}_item_embeddings.npy")
 
   # 5. evaluation on the held-out hierarchy triplets, then the report
@@ -347,24 +358,15 @@ def run_image_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     "alignet_student": (workdir / "alignet_student_item_embeddings.npy", ""),
     "unalignet_student": (workdir / "unalignet_student_item_embeddings.npy", ""),
   }
-  evaluations = {}
-  for name, (embeddings, transform) in inputs.items():
-    eval_config = ml_collections.ConfigDict(config.evaluate.to_dict())
-    eval_config.embeddings, eval_config.transform = str(embeddings), str(transform)
-    eval_config.triplets = str(human / "eval_triplets.txt")
-    folder = workdir / "eval" / name
-    evaluations[name] = stages.run(f"evaluate {name}", folder, eval_config, evaluate, deps=EVAL_DEPS[name])
-  report_config = ml_collections.ConfigDict(
-    {
-      "runs": ",".join(str(workdir / "eval" / n) for n in inputs),
-      "names": ",".join(IMAGE_NAMES[n] for n in inputs),
-      "title": "AligNet image demo: random ViT on generated shapes",
-      "plots": True,
-    }
+  evaluations = _evaluate_and_report(
+    config,
+    workdir,
+    stages,
+    inputs,
+    IMAGE_NAMES,
+    "AligNet image demo: random ViT on generated shapes",
+    triplets=human / "eval_triplets.txt",
   )
-  start = time.perf_counter()
-  write_report(report_config, workdir)
-  stages.timings["report"] = time.perf_counter() - start
   results = _summary(config, evaluations, students, IMAGE_NAMES, stages.timings, total)
   results["items"] = f"{len(ids)} shapes images ({len(set(superclasses))} shape kinds)"
   artifacts.write_json(workdir / "results.json", results)
