@@ -85,6 +85,14 @@ EVAL_DEPS = {
 }
 
 
+def _generate_stage(config, workdir: pathlib.Path, stages: _Stages, store: str, similarity: str) -> None:
+  """AligNet files labelled by the teacher in workdir/teacher and by the raw store (workdir/alignet)."""
+  generate_config = ml_collections.ConfigDict(config.generate.to_dict())
+  generate_config.store, generate_config.teacher = store, str(workdir / "teacher" / "transform.npz")
+  generate_config.similarity = similarity
+  stages.run("generate", workdir / "alignet", generate_config, _generate, deps=("extract", "teacher"))
+
+
 def _generate(config, folder: pathlib.Path) -> dict:
   from aligned.generation.generate import generate
 
@@ -158,13 +166,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
   teacher = stages.run("teacher", workdir / "teacher", teacher_config, fit_teacher, deps=("extract",))
 
   # 3. AligNet data (teacher labels) and its untransformed twin (raw-model labels)
-  generate_config = ml_collections.ConfigDict(config.generate.to_dict())
-  generate_config.store, generate_config.teacher = (
-    extracted["store"],
-    str(workdir / "teacher" / "transform.npz"),
-  )
-  generate_config.similarity = teacher_config.similarity
-  stages.run("generate", workdir / "alignet", generate_config, _generate, deps=("extract", "teacher"))
+  _generate_stage(config, workdir, stages, extracted["store"], teacher_config.similarity)
 
   # 4. students
   students = {}
@@ -327,13 +329,7 @@ def run_image_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   stages.run("teacher", workdir / "teacher", teacher_config, fit_teacher, deps=("extract",))
 
   # 3. AligNet data
-  generate_config = ml_collections.ConfigDict(config.generate.to_dict())
-  generate_config.store, generate_config.teacher = (
-    extracted["store"],
-    str(workdir / "teacher" / "transform.npz"),
-  )
-  generate_config.similarity = teacher_config.similarity
-  stages.run("generate", workdir / "alignet", generate_config, _generate, deps=("extract", "teacher"))
+  _generate_stage(config, workdir, stages, extracted["store"], teacher_config.similarity)
 
   # 4. students start from the base model's weights (same random config and seed)
   students = {}

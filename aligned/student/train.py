@@ -136,18 +136,17 @@ class Trainer:
       "opt_state": self.optimizer.init(params),
     }
 
-  def init_state(self, seed: int):
-    abstract = jax.eval_shape(self._init, jax.random.key(seed))
-    self.state_sharding = state_shardings(abstract, self.mesh)
-    init = jax.jit(self._init, out_shardings=self.state_sharding)
-    return init(jax.random.key(seed))
-
   def abstract_state(self, seed: int):
+    """The state's shapes, dtypes and shardings (sets `state_sharding`), without computing it."""
     abstract = jax.eval_shape(self._init, jax.random.key(seed))
     self.state_sharding = state_shardings(abstract, self.mesh)
     return jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_sharding
     )
+
+  def init_state(self, seed: int):
+    self.abstract_state(seed)
+    return jax.jit(self._init, out_shardings=self.state_sharding)(jax.random.key(seed))
 
   def _losses(self, params, inputs, targets):
     z = self.student.triplet_embed(params, inputs)
@@ -194,10 +193,14 @@ class Trainer:
     self.eval_step = jax.jit(eval_step, out_shardings=self.replicated)
     self.embed = jax.jit(self.student.embed, out_shardings=self.replicated)
 
+  def put(self, local):
+    """This process's rows (an array or a tree of them) -> global arrays sharded over every device."""
+    return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)), local
+    )
+
   def put_batch(self, local: dict) -> dict:
-    """This process's rows -> global arrays sharded over every device."""
-    put = lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x))  # noqa: E731
-    return {"inputs": jax.tree.map(put, local["inputs"]), "targets": put(local["targets"])}
+    return {"inputs": self.put(local["inputs"]), "targets": self.put(local["targets"])}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,8 +223,7 @@ def evaluate_rows(trainer: Trainer, params, rows, items, batch_size: int) -> dic
     mine = _process_slice(batch_size)
     local = student_data.load_batch(rows, items, ids[mine])
     batch = trainer.put_batch(local)
-    w = jax.make_array_from_process_local_data(trainer.batch_sharding, weights[mine])
-    loss, correct = trainer.eval_step(params, batch["inputs"], batch["targets"], w)
+    loss, correct = trainer.eval_step(params, batch["inputs"], batch["targets"], trainer.put(weights[mine]))
     loss_sum += float(loss)
     correct_sum += float(correct)
   return {"loss": loss_sum / n, "accuracy": correct_sum / n, "n_triplets": n}
@@ -233,8 +235,7 @@ def embed_items(trainer: Trainer, params, items, batch_size: int) -> np.ndarray:
   for start in range(0, n, batch_size):
     ids = np.minimum(np.arange(start, start + batch_size), n - 1)
     local = items.load(ids[_process_slice(batch_size)])
-    put = lambda x: jax.make_array_from_process_local_data(trainer.batch_sharding, np.asarray(x))  # noqa: E731
-    out.append(np.asarray(trainer.embed(params, jax.tree.map(put, local))))
+    out.append(np.asarray(trainer.embed(params, trainer.put(local))))
   return np.concatenate(out)[:n]
 
 
@@ -400,6 +401,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     if p.exists()
   }
   human_items = things_items(config, backbone, kind)
+  human = (
+    triplets_io.read_triplets(
+      config.human_eval.triplets, config.human_eval.format, n_objects=len(human_items)
+    )
+    if human_items is not None
+    else None
+  )
 
   o = config.optimizer
   schedule = warmup_cosine(o.learning_rate, config.steps, o.warmup_steps)
@@ -446,7 +454,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       record[f"val/{sampling}/loss"], record[f"val/{sampling}/accuracy"] = m["loss"], m["accuracy"]
     if human_items is not None:
       embeddings = embed_items(trainer, state["params"], human_items, config.batch_size)
-      human = triplets_io.read_triplets(config.human_eval.triplets, config.human_eval.format, n_objects=1854)
       sims = triplet_similarities(embeddings, human.triplets, "dot")
       record["human/accuracy"] = triplet_metrics(sims, human.counts)["accuracy"]
       record["_embeddings"] = embeddings
@@ -474,7 +481,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   prefetch = student_data.Prefetcher(
     train_rows, items, order, start, config.steps, jax.process_index(), jax.process_count(), depth=d.prefetch
   )
-  status, pending = "completed", None
+  pending = None
   try:
     if start == 0 and config.eval.every:  # where fine-tuning starts from (pretrained + fresh head)
       record = evaluate_now(0)
@@ -530,7 +537,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     if log:
       log.close()
   results = {
-    "status": status,
+    "status": "completed",
     "steps": config.steps,
     "resumed_from_step": start,
     "backbone": config.backbone,
