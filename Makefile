@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ALIGNED_DATA ?= $(if $(wildcard ../shared/data/MANIFEST.tsv),$(abspath ../shared/data),$(HOME)/.cache/aligned/data)
 export ALIGNED_DATA
 
-.PHONY: demo demo-images test lint format data clean
+.PHONY: demo demo-images test test-fast lint format data clean
 
 $(BIN)/.runtime: requirements.txt requirements-models.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -35,6 +35,10 @@ lint: $(BIN)/.dev
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The fast subset: no subprocess, pipeline or notebook tests (a few minutes on 2 cores).
+test-fast: $(BIN)/.dev
+	$(BIN)/python -m pytest -m "not slow"
 
 format: $(BIN)/.dev
 	$(BIN)/ruff check --fix .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -24,6 +25,15 @@ def atomic_path(path: str | os.PathLike):
     os.replace(tmp, path)
   finally:
     pathlib.Path(tmp).unlink(missing_ok=True)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+  """Hex sha256 of a file, read in 1 MiB blocks (manifests, stores and AligNet files record it)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

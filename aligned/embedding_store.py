@@ -23,7 +23,7 @@ import ml_dtypes
 import numpy as np
 
 from aligned import artifacts
-from aligned.data.cache import sha256_of
+from aligned.artifacts import sha256_of
 from aligned.errors import DataError
 
 

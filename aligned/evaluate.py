@@ -3,22 +3,12 @@
 `evaluate(config, workdir)` is what `python -m experiments.evaluate` runs; it is importable from
 Colab and tests. It writes `workdir/config.json` and `workdir/results.json` and returns the results.
 
-Definitions:
-- `accuracy`: fraction of human **responses** whose chosen pair is strictly the model's most similar
-  pair (ties count as wrong, so a collapsed model scores 0).
-- `mean_human_choice_prob`: mean over responses of the model's softmax(similarity / temperature)
-  probability of the pair the person chose (temperature 1 by default; a calibrated temperature is
-  the teacher's and the evaluation suite's business).
-- `noise_ceiling`: see `aligned.noise_ceiling`; null for files with one response per triplet.
-- `accuracy_ci95`: 95 % interval of the accuracy, a ratio of hits to responses summed over triplets;
-  normal approximation with the delta method over triplets (the binomial interval when every triplet
-  has one response), since responses to one triplet are not independent.
-- `per_category` (THINGS, 1,854 objects): the same accuracy, noise ceiling and interval on the
-  triplets whose three objects all belong to one of the 27 high-level categories of
-  `category_mat_manual.tsv` (an object may be in several; a triplet counts for each category that
-  holds all three), and on `mixed` triplets, those no category holds entirely.
+Definitions: `accuracy`, `mean_human_choice_prob`, `accuracy_ci95`, `noise_ceiling` (+ interval and
+`loo_agreement`; null for files with one response per triplet) and `per_category` are those of
+`aligned.metrics` (temperature 1 for the choice probability unless configured; a calibrated
+temperature is the uncertainty section's business). Beside them:
 - `uncertainty`: temperature by cross-validation, KL, entropy correlation and calibration; see
-  `aligned.uncertainty` (definitions there and in WORKSPACE.md).
+  `aligned.uncertainty` (definitions there).
 - `rsa_*_ci95`: bootstrap over objects (`aligned.rsa`); `rsm_similarity` is how the model's matrix
   was built (dot, cosine or triplet_softmax).
 - `levels` (with `config.levels`): the same per abstraction level of the Levels set (global =
@@ -34,102 +24,18 @@ from __future__ import annotations
 import os
 import pathlib
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aligned import artifacts, odd_one_out, rsa, uncertainty
+from aligned import artifacts, metrics, rsa, uncertainty
 from aligned.data import embeddings as embeddings_io
 from aligned.data import levels as levels_io
 from aligned.data import similarity_matrices, things
 from aligned.data import triplets as triplets_io
 from aligned.errors import DataError
-from aligned.noise_ceiling import noise_ceiling
-from aligned.transform import load_transform
+from aligned.evaluators import HumanTripletEvaluator, fixed
+from aligned.transform import load_teacher
 from aligned.triplet_similarities import triplet_similarities
-
-_Z95 = 1.959963984540054
-
-
-def triplet_metrics(sims: np.ndarray, counts: np.ndarray, temperature: float = 1.0) -> dict:
-  """Accuracy and mean probability of the human choice, over responses."""
-  sims, counts = jnp.asarray(sims), jnp.asarray(counts)
-  # Hits counted as an integer so the reported fraction is exact (e.g. 1427 / 2171).
-  hits = int(jnp.sum(odd_one_out.predicted_pair_onehot(sims) * counts))
-  return {
-    "accuracy": hits / int(counts.sum()),
-    "mean_human_choice_prob": float(odd_one_out.mean_choice_prob(sims, counts, temperature)),
-  }
-
-
-def ratio_ci95(hits: np.ndarray, responses: np.ndarray) -> list[float] | None:
-  """95 % interval of sum(hits) / sum(responses) over triplets (delta method, normal approximation)."""
-  hits, responses = np.asarray(hits, np.float64), np.asarray(responses, np.float64)
-  t = len(hits)
-  if t == 0 or responses.sum() == 0:
-    return None
-  ratio = hits.sum() / responses.sum()
-  if t < 2:
-    return [ratio, ratio]
-  residual = hits - ratio * responses
-  se = np.sqrt((residual**2).sum() / (t * (t - 1))) / responses.mean()
-  return [float(ratio - _Z95 * se), float(ratio + _Z95 * se)]
-
-
-def _hits(sims: np.ndarray, counts: np.ndarray) -> np.ndarray:
-  """[t] responses whose chosen pair is strictly the model's largest (ties score nothing)."""
-  sims, counts = np.asarray(sims), np.asarray(counts)
-  s01, s02, s12 = sims[:, 0], sims[:, 1], sims[:, 2]
-  top = np.stack([(s01 > s02) & (s01 > s12), (s02 > s01) & (s02 > s12), (s12 > s01) & (s12 > s02)], axis=-1)
-  return (top * counts).sum(axis=-1)
-
-
-def accuracy_summary(sims: np.ndarray, counts: np.ndarray, hits: np.ndarray | None = None) -> dict:
-  """Accuracy over responses with its 95 % interval, beside the noise ceiling of the same triplets.
-
-  `hits` ([t] responses the model predicts) may be given when already computed.
-  """
-  counts = np.asarray(counts)
-  if len(counts) == 0:
-    return {"accuracy": None, "accuracy_ci95": None, "n_triplets": 0, "n_responses": 0, "noise_ceiling": None}
-  hits = _hits(sims, counts) if hits is None else hits
-  responses = counts.sum(axis=-1)
-  ceiling = noise_ceiling(counts) if (responses > 1).any() else None
-  return {
-    "accuracy": float(hits.sum() / responses.sum()),
-    "accuracy_ci95": ratio_ci95(hits, responses),
-    "n_triplets": int(len(counts)),
-    "n_responses": int(responses.sum()),
-    "noise_ceiling": ceiling and ceiling["noise_ceiling"],
-    "noise_ceiling_ci95": ceiling and ceiling["noise_ceiling_ci95"],
-    "loo_agreement": ceiling and ceiling["loo_agreement"],
-  }
-
-
-def per_category_accuracy(
-  sims: np.ndarray, counts: np.ndarray, triplets: np.ndarray, categories: np.ndarray, names
-) -> dict:
-  """`accuracy_summary` per category (all three objects in it) and for `mixed` triplets (none).
-
-  Args:
-    sims, counts: [t, 3] model similarities and human counts.
-    triplets: [t, 3] object indices (rows of `categories`).
-    categories: [n_objects, c] bool membership (c <= 63).
-    names: the c category names.
-  """
-  categories, triplets, counts = np.asarray(categories), np.asarray(triplets), np.asarray(counts)
-  # One bit per category: the categories holding all three objects are the AND of their bit sets
-  # ([t] integers, not a [t, 3, c] boolean array).
-  bits = (categories.astype(np.uint64) << np.arange(categories.shape[1], dtype=np.uint64)).sum(axis=1)
-  shared = bits[triplets[:, 0]] & bits[triplets[:, 1]] & bits[triplets[:, 2]]
-  hits = _hits(sims, counts)
-  result = {}
-  for c, name in enumerate(names):
-    inside = (shared >> np.uint64(c)) & np.uint64(1) == 1
-    result[name] = accuracy_summary(sims[inside], counts[inside], hits[inside])
-  mixed = shared == 0
-  result["mixed"] = accuracy_summary(sims[mixed], counts[mixed], hits[mixed])
-  return result
 
 
 def _optional(value) -> str | None:
@@ -178,13 +84,7 @@ def _levels_results(config, transform) -> tuple[dict, dict]:
   responses = levels_io.read_levels_responses(config.levels, stimuli)
   ids, embeddings = levels_io.load_image_embeddings(config.levels_embeddings, config.levels_ids or None)
   if transform is not None:
-    if embeddings.shape[1] != transform.in_features:
-      raise DataError(
-        config.transform,
-        f"transform expects {transform.in_features} features but {config.levels_embeddings} has "
-        f"{embeddings.shape[1]}",
-      )
-    embeddings = np.asarray(transform(embeddings))
+    embeddings = np.asarray(transform(embeddings, source=config.levels_embeddings))
   data = levels_io.levels_triplets(responses, ids, str(config.levels_ids or config.levels_embeddings))
   sims = triplet_similarities(embeddings, data.human.triplets, config.similarity)
   counts = data.human.counts
@@ -192,7 +92,7 @@ def _levels_results(config, transform) -> tuple[dict, dict]:
   for level in levels_io.LEVELS:
     here = data.levels == level
     per_level[level] = {
-      **accuracy_summary(sims[here], counts[here]),
+      **metrics.accuracy_summary(sims[here], counts[here]),
       "rt": levels_io.rt_summary(responses.rt[responses.levels == level]),
     }
   results = {
@@ -202,7 +102,7 @@ def _levels_results(config, transform) -> tuple[dict, dict]:
     "n_triplets": data.human.n_triplets,
     "n_timeouts": responses.n_timeouts,
     "trial_types": responses.trial_types,
-    "overall": {**accuracy_summary(sims, counts), "rt": levels_io.rt_summary(responses.rt)},
+    "overall": {**metrics.accuracy_summary(sims, counts), "rt": levels_io.rt_summary(responses.rt)},
     "per_level": per_level,
   }
   arrays = {"levels_level": data.levels, "levels_mean_rt": data.mean_rt.astype(np.float32)}
@@ -224,7 +124,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     raise ValueError("set --config.triplets to a human triplet file")
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
-  transform = load_transform(config.transform) if config.transform else None
+  transform = load_teacher(config.transform).transform if config.transform else None
 
   results, arrays = {}, {}
   if config.embeddings:
@@ -244,17 +144,12 @@ def _things_results(config, transform) -> tuple[dict, dict]:
   """Accuracy, noise ceiling, categories, uncertainty and RSA on THINGS objects."""
   embeddings = embeddings_io.load_embeddings(config.embeddings, order=config.embeddings_order)
   if transform is not None:
-    if embeddings.shape[1] != transform.in_features:
-      raise DataError(
-        config.transform,
-        f"transform expects {transform.in_features} features but {config.embeddings} has "
-        f"{embeddings.shape[1]}",
-      )
-    embeddings = np.asarray(transform(embeddings))
+    embeddings = np.asarray(transform(embeddings, source=config.embeddings))
 
   human = triplets_io.read_triplets(config.triplets, config.triplets_format, n_objects=len(embeddings))
-  sims = triplet_similarities(embeddings, human.triplets, config.similarity)
-  summary = accuracy_summary(sims, human.counts)
+  evaluator = HumanTripletEvaluator(human, fixed(embeddings), config.similarity, config.temperature)
+  sims = evaluator.similarities(embeddings)
+  summary = metrics.accuracy_summary(sims, human.counts)
   results = {
     "embeddings": str(config.embeddings),
     "embeddings_order": config.embeddings_order,
@@ -267,19 +162,18 @@ def _things_results(config, transform) -> tuple[dict, dict]:
     "n_triplets": human.n_triplets,
     "n_responses": human.n_responses,
     "chance": 1.0 / 3.0,
-    **triplet_metrics(sims, human.counts, config.temperature),
+    **evaluator.scores(sims),
     "accuracy_ci95": summary["accuracy_ci95"],
     "temperature": float(config.temperature),
+    "noise_ceiling": summary["noise_ceiling"],
+    "noise_ceiling_ci95": summary["noise_ceiling_ci95"],
+    "loo_agreement": summary["loo_agreement"],
   }
-  ceiling = noise_ceiling(human.counts) if human.is_multi_response else None
-  results["noise_ceiling"] = ceiling["noise_ceiling"] if ceiling else None
-  results["noise_ceiling_ci95"] = ceiling["noise_ceiling_ci95"] if ceiling else None
-  results["loo_agreement"] = ceiling["loo_agreement"] if ceiling else None
   arrays = {}
 
   if config.categories and len(embeddings) == things.N_OBJECTS:
     concepts = things.load_concepts()
-    results["per_category"] = per_category_accuracy(
+    results["per_category"] = metrics.per_category_accuracy(
       sims, human.counts, human.triplets, concepts.categories, concepts.category_names
     )
   fitted = None

@@ -17,6 +17,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pathlib
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,91 +30,14 @@ from jax.sharding import PartitionSpec as P
 from aligned import artifacts
 from aligned.backbones import build_backbone, load_text_backbone
 from aligned.backbones.preprocessing import preprocess
-from aligned.data import things
 from aligned.data.embeddings import save_embeddings
+from aligned.data.items import ImageFolderSource, TfdsSource, things_texts
+from aligned.distributed import data_mesh
 from aligned.embedding_store import EmbeddingStore
-from aligned.errors import DataError
 from aligned.progress import Progress
-from aligned.sharding import data_mesh
 
 SOURCES = ("things_words", "image_folder", "tfds")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def things_texts(template: str) -> tuple[np.ndarray, list[str]]:
-  """(concept ids, texts) of the 1,854 THINGS concepts in sorted order, from a template with the
-  fields {word}, {id}, {definition}."""
-  concepts = things.load_concepts()
-  try:
-    texts = [
-      template.format(word=w, id=i, definition=d)
-      for w, i, d in zip(concepts.words, concepts.ids, concepts.definitions, strict=True)
-    ]
-  except (KeyError, IndexError) as e:
-    raise ValueError(
-      f"template {template!r} uses an unknown field {e}; known: word, id, definition"
-    ) from None
-  return np.asarray(concepts.ids), texts
-
-
-def image_folder_items(root: str | os.PathLike) -> np.ndarray:
-  """Relative paths of all images under `root`, sorted (the store's item order)."""
-  root = pathlib.Path(root)
-  if not root.is_dir():
-    raise DataError(root, "image folder not found")
-  paths = sorted(
-    p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-  )
-  if not paths:
-    raise DataError(root, f"no images ({', '.join(IMAGE_SUFFIXES)}) under this folder")
-  return np.asarray(paths)
-
-
-def load_image(path: pathlib.Path) -> np.ndarray:
-  """Decodes one image to uint8 RGB; a DataError naming the file if it cannot be read."""
-  from PIL import Image, UnidentifiedImageError
-
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
-  except (OSError, UnidentifiedImageError) as e:
-    raise DataError(path, f"cannot decode image ({e})") from None
-
-
-class ImageFolderSource:
-  """Images under a folder; item i is the i-th relative path in sorted order (its id)."""
-
-  def __init__(self, root: str | os.PathLike):
-    self.root, self.ids = pathlib.Path(root), image_folder_items(root)
-
-  def __len__(self) -> int:
-    return len(self.ids)
-
-  def record(self, i: int) -> tuple[str, np.ndarray]:
-    return str(self.ids[i]), load_image(self.root / self.ids[i])
-
-
-class TfdsSource:
-  """A `tfds.data_source` split; item i is record i (the index AligNet files store), id = file_name."""
-
-  def __init__(self, name: str, split: str, data_dir: str = ""):
-    import tensorflow_datasets as tfds
-
-    try:
-      self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
-    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
-      raise DataError(data_dir or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
-    self.name = f"{name}/{split}"
-    if len(self.source) == 0:
-      raise DataError(data_dir, f"tfds {self.name} is empty")
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def record(self, i: int) -> tuple[str, np.ndarray]:
-    example = self.source[i]
-    name = example.get("file_name", str(i))
-    return (name.decode() if isinstance(name, bytes) else str(name)), np.asarray(example["image"])
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class ImageEmbedder:
@@ -131,7 +56,7 @@ class ImageEmbedder:
     self.size, self.normalization = config.image_size or self.encoder.image_size, config.normalization
     if self.batch_size % mesh.devices.size:
       raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {mesh.devices.size} devices")
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+    dtype = DTYPES[config.compute_dtype]
     replicated = NamedSharding(mesh, P())
     self.params = jax.device_put(jax.tree.map(lambda a: a.astype(dtype), self.encoder.params), replicated)
     self.sharding = NamedSharding(mesh, P("data"))
@@ -171,60 +96,72 @@ class ImageEmbedder:
     return np.asarray(ids), np.concatenate(out)
 
 
+class _Job(NamedTuple):
+  """What extraction needs from a source: item count, expected ids, shard embedder, description."""
+
+  n_items: int
+  expected_ids: np.ndarray | None  # None: ids come from the records (tfds)
+  embed_shard: Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (lo, hi) -> (ids, [hi - lo, d])
+  description: dict  # how the embeddings were made (the store's metadata)
+  pool: concurrent.futures.Executor | None = None
+
+
+def _text_job(config) -> _Job:
+  ids, texts = things_texts(config.template)
+  encoder = load_text_backbone(config.backbone, config.checkpoint)
+  mesh, dtype = data_mesh(), DTYPES[config.compute_dtype]
+
+  def embed_shard(lo, hi):
+    return ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size, mesh=mesh, dtype=dtype)
+
+  description = {
+    "checkpoint": str(encoder.checkpoint),
+    "layer": "mean-pooled last hidden state, L2-normalised",
+    "preprocessing": {"template": config.template, "max_length": encoder.max_length},
+    "dim": encoder.dim,
+    "compute_dtype": config.compute_dtype,
+    "root": "",
+  }
+  return _Job(len(ids), ids, embed_shard, description)
+
+
+def _image_job(config) -> _Job:
+  if config.source == "image_folder":
+    source, where = ImageFolderSource(config.root), str(config.root)
+  else:
+    source, where = (
+      TfdsSource(config.tfds_name, config.split, config.data_dir),
+      f"{config.tfds_name}/{config.split}",
+    )
+  embedder = ImageEmbedder(config, data_mesh())
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
+  description = {
+    "checkpoint": str(embedder.encoder.checkpoint),
+    "layer": "pooled (see aligned.backbones)",
+    "preprocessing": {
+      "resize": "cubic (OpenCV INTER_CUBIC), no crop",
+      "size": embedder.size,
+      "normalization": config.normalization,
+    },
+    "dim": embedder.encoder.dim,
+    "compute_dtype": config.compute_dtype,
+    "root": where,
+  }
+  if config.get("random_backbone"):  # random weights: the store is defined by the config and seed
+    description["random_backbone"] = {**config.random_backbone.to_dict(), "seed": config.seed}
+  expected_ids = source.ids if config.source == "image_folder" else None
+  return _Job(
+    len(source), expected_ids, lambda lo, hi: embedder.embed(source, lo, hi, pool), description, pool
+  )
+
+
 def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Embeds the configured source into `workdir/store` (resuming), see the module docstring."""
   workdir = pathlib.Path(workdir)
   if config.source not in SOURCES:
     raise ValueError(f"unknown source {config.source!r}; supported: {', '.join(SOURCES)}")
-  pool = None
-  if config.source == "things_words":
-    ids, texts = things_texts(config.template)
-    n_items, expected_ids = len(ids), ids
-    encoder = load_text_backbone(config.backbone, config.checkpoint)
-
-    mesh, dtype = data_mesh(), {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
-
-    def embed_shard(lo, hi):
-      return ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size, mesh=mesh, dtype=dtype)
-
-    description = {
-      "checkpoint": str(encoder.checkpoint),
-      "layer": "mean-pooled last hidden state, L2-normalised",
-      "preprocessing": {"template": config.template, "max_length": encoder.max_length},
-      "dim": encoder.dim,
-      "compute_dtype": config.compute_dtype,
-      "root": "",
-    }
-  else:
-    if config.source == "image_folder":
-      source, where = ImageFolderSource(config.root), str(config.root)
-    else:
-      source, where = (
-        TfdsSource(config.tfds_name, config.split, config.data_dir),
-        f"{config.tfds_name}/{config.split}",
-      )
-    n_items = len(source)
-    expected_ids = source.ids if config.source == "image_folder" else None  # tfds ids come from records
-    embedder = ImageEmbedder(config, data_mesh())
-    pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
-
-    def embed_shard(lo, hi):
-      return embedder.embed(source, lo, hi, pool)
-
-    description = {
-      "checkpoint": str(embedder.encoder.checkpoint),
-      "layer": "pooled (see aligned.backbones)",
-      "preprocessing": {
-        "resize": "cubic (OpenCV INTER_CUBIC), no crop",
-        "size": embedder.size,
-        "normalization": config.normalization,
-      },
-      "dim": embedder.encoder.dim,
-      "compute_dtype": config.compute_dtype,
-      "root": where,
-    }
-    if config.get("random_backbone"):  # random weights: the store is defined by the config and seed
-      description["random_backbone"] = {**config.random_backbone.to_dict(), "seed": config.seed}
-
+  job = _text_job(config) if config.source == "things_words" else _image_job(config)
+  n_items, expected_ids, embed_shard, description, pool = job
   store = EmbeddingStore(workdir / "store")
   store.open(
     {

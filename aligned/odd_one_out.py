@@ -2,7 +2,7 @@
 
 Every stage of the pipeline (teacher fitting, triplet labelling, student training, evaluation) goes
 through these functions; they are written once, for any leading batch shape, and are `jit`/`vmap`
-friendly. Conventions (see DESIGN.md):
+friendly. Conventions (the AligNet release's; a port that misses one trains at chance):
 
 - A triplet's three pairs are ordered `[(0, 1), (0, 2), (1, 2)]`, so pair similarities are
   `[s01, s02, s12]`. Choosing pair `(i, j)` as the most similar means choosing the third item as the
@@ -252,8 +252,9 @@ def predicted_pair_onehot(sims: jax.Array) -> jax.Array:
 
   A tie at the top gives all zeros: a tied (e.g. collapsed) model predicts nothing and scores 0.
   """
+  xp = np if isinstance(sims, np.ndarray) else jnp  # numpy stays numpy (float64 is not cast to float32)
   s01, s02, s12 = sims[..., 0], sims[..., 1], sims[..., 2]
-  return jnp.stack([(s01 > s02) & (s01 > s12), (s02 > s01) & (s02 > s12), (s12 > s01) & (s12 > s02)], axis=-1)
+  return xp.stack([(s01 > s02) & (s01 > s12), (s02 > s01) & (s02 > s12), (s12 > s01) & (s12 > s02)], axis=-1)
 
 
 def odd_one_out_correct(sims: jax.Array) -> jax.Array:

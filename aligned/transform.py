@@ -1,7 +1,10 @@
-"""Affine transforms of embeddings, `z = ((x - mean) / std) @ W + b` (gLocal's and the teacher's).
+"""Affine transforms of embeddings, `z = ((x - mean) / std) @ W + b`, and the teacher artifact.
 
 On disk: a plain `.npz` with `weights` [d, d'], optional `bias` [d'], scalar `mean` and `std`, the
-gLocal format, so other tools can read our teachers and we can read theirs.
+gLocal format, so other tools can read our teachers and we can read theirs. A `Teacher` adds how the
+transform scores triplets: scalar `temperature` (predictions `softmax(s(z) / T)`), `similarity`
+(`dot` | `cosine`) and `objective` (`hard` | `distill`) as 0-d string arrays; a gLocal file without
+them reads as temperature 1, dot similarity, objective unknown (""). No reader unpickles.
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ class AffineTransform:
     """As a pytree of arrays, for `apply_affine` under jit."""
     return {"weights": self.weights, "bias": self.bias, "mean": self.mean, "std": self.std}
 
+  def check_features(self, n: int, source: str | os.PathLike = "<embeddings>") -> None:
+    """A DataError naming `source` unless its embeddings have the transform's input width."""
+    if n != self.in_features:
+      raise DataError(
+        source, f"embeddings have {n} features but the transform expects {self.in_features} features"
+      )
+
   def __call__(self, x, source: str | os.PathLike = "<embeddings>"):
     """Applies the transform to [..., d] embeddings (a DataError on a feature mismatch)."""
-    if x.shape[-1] != self.in_features:
-      raise DataError(
-        source,
-        f"embeddings have {x.shape[-1]} features but the transform expects {self.in_features}",
-      )
+    self.check_features(x.shape[-1], source)
     return apply_affine(self.params(), x)
 
 
@@ -78,12 +84,43 @@ def load_transform(path: str | os.PathLike) -> AffineTransform:
   return AffineTransform(weights.astype(np.float32), bias.astype(np.float32), mean, std)
 
 
-def save_transform(path: str | os.PathLike, transform: AffineTransform) -> None:
-  """Writes the gLocal format, atomically."""
-  save_npz(
-    path,
-    weights=np.asarray(transform.weights, np.float32),
-    bias=np.asarray(transform.bias, np.float32),
-    mean=np.float32(transform.mean),
-    std=np.float32(transform.std),
-  )
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """The human-aligned teacher: its transform and how it scores triplets.
+
+  `teacher.similarities(x)` is not provided on purpose: scoring goes through
+  `aligned.triplet_similarities` with `teacher.similarity` on `teacher.transform(x)`, scaled by
+  `1 / teacher.temperature` where probabilities are meant.
+  """
+
+  transform: AffineTransform
+  temperature: float = 1.0
+  similarity: str = "dot"
+  objective: str = ""  # "" when unknown (a gLocal file)
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the gLocal arrays plus temperature, similarity and objective, atomically."""
+    save_npz(
+      path,
+      weights=np.asarray(self.transform.weights, np.float32),
+      bias=np.asarray(self.transform.bias, np.float32),
+      mean=np.float32(self.transform.mean),
+      std=np.float32(self.transform.std),
+      temperature=np.float32(self.temperature),
+      similarity=np.asarray(self.similarity),
+      objective=np.asarray(self.objective),
+    )
+
+
+def load_teacher(path: str | os.PathLike) -> Teacher:
+  """A teacher `.npz` (ours, or a gLocal transform: temperature 1, dot similarity)."""
+  transform = load_transform(path)
+  with np.load(path, allow_pickle=False) as data:
+    extra = {k: data[k] for k in ("temperature", "similarity", "objective") if k in data.files}
+  temperature = float(extra.get("temperature", 1.0))
+  if not (np.isfinite(temperature) and temperature > 0):
+    raise DataError(path, f"'temperature' must be positive and finite, got {temperature}")
+  similarity = str(extra.get("similarity", "dot"))
+  if similarity not in ("dot", "cosine"):
+    raise DataError(path, f"'similarity' must be dot or cosine, got {similarity!r}")
+  return Teacher(transform, temperature, similarity, str(extra.get("objective", "")))

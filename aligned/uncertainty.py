@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aligned import odd_one_out, rsa
+from aligned.metrics import mean_ci95
 
-_Z95 = 1.959963984540054
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -235,12 +235,6 @@ def expected_calibration_error(probs: np.ndarray, counts: np.ndarray, n_bins: in
   return {"ece": float(ece), "bins": bins}
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, list[float]]:
-  mean = float(np.mean(values))
-  half = _Z95 * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-  return mean, [mean - half, mean + half]
-
-
 def uncertainty_alignment(
   sims: np.ndarray,
   counts: np.ndarray,
@@ -272,7 +266,7 @@ def uncertainty_alignment(
   kl = kl_per_triplet(human, cv["log_probs"])
   model_h, human_h = entropy(cv["probs"]), entropy(human)
   multi = responses >= 2
-  mean_kl, kl_ci = _mean_ci(kl)
+  mean_kl, kl_ci = mean_ci95(kl)
   calibration = expected_calibration_error(cv["probs"], counts, n_bins)
   results = {
     "temperature": cv["temperature"],

@@ -23,8 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from aligned import evaluate as evaluate_lib
-from aligned import uncertainty
+from aligned import metrics, uncertainty
 from aligned.data import things
 from aligned.data import triplets as triplets_io
 from aligned.data.cache import data_dir
@@ -59,11 +58,11 @@ def large_file(folder: pathlib.Path) -> None:
   human = _timed("read_triplets (parse + unique + counts)", lambda: triplets_io.read_triplets(path))
   sims = _timed("pair similarities (compile + run)", lambda: triplet_similarities(spose, human.triplets))
   sims = _timed("pair similarities (compiled)", lambda: triplet_similarities(spose, human.triplets))
-  summary = _timed("accuracy + 95 % interval", lambda: evaluate_lib.accuracy_summary(sims, human.counts))
+  summary = _timed("accuracy + 95 % interval", lambda: metrics.accuracy_summary(sims, human.counts))
   concepts = things.load_concepts()
   _timed(
     "accuracy per category (27 + mixed)",
-    lambda: evaluate_lib.per_category_accuracy(
+    lambda: metrics.per_category_accuracy(
       sims, human.counts, human.triplets, concepts.categories, concepts.category_names
     ),
   )

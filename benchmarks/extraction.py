@@ -24,8 +24,9 @@ from PIL import Image
 
 from aligned.backbones.siglip import SiglipConfig, SiglipEncoder
 from aligned.backbones.vision import HFVisionEncoder
-from aligned.extract import ImageEmbedder, ImageFolderSource
-from aligned.sharding import data_mesh
+from aligned.data.items import ImageFolderSource
+from aligned.distributed import data_mesh
+from aligned.extract import ImageEmbedder
 
 
 def make_encoder(name: str):

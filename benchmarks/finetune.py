@@ -27,10 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from aligned.student import data as student_data
+from aligned.data import items as item_sources
+from aligned.distributed import make_mesh
 from aligned.student.model import Student
 from aligned.student.optimizer import make_optimizer, warmup_cosine
-from aligned.student.train import Trainer, make_mesh
+from aligned.student.trainer import Trainer
+from configs.common import tiny_vit
 
 
 def _timed(fn, repeats: int) -> float:
@@ -53,10 +55,8 @@ def matmul_peak(dtype) -> float:
 def make_trainer(encoder, batch: int, dtype):
   student = Student(encoder, "image", 1024, "all", dtype)
   optimizer = make_optimizer(learning_rate=warmup_cosine(3e-5, 100_000, 5_000), decay_rate=1.0)
-  trainer = Trainer(student, optimizer, make_mesh())
-  state = trainer.init_state(0)
-  trainer.compile()
-  return trainer, state
+  trainer = Trainer.create(student, optimizer, make_mesh())
+  return trainer, trainer.init()
 
 
 def step_flops(trainer, state, batch: int, size: int) -> float:
@@ -124,14 +124,7 @@ def main():
 
   tiny = HFVisionEncoder.random(
     "vit",
-    transformers.ViTConfig(
-      hidden_size=32,
-      num_hidden_layers=2,
-      num_attention_heads=2,
-      intermediate_size=64,
-      image_size=16,
-      patch_size=4,
-    ),
+    transformers.ViTConfig(**tiny_vit()),
   )
   trainer, state = make_trainer(tiny, 32, jnp.float32)
   seconds, _ = time_steps(trainer, state, 32, 16, 50)
@@ -166,7 +159,7 @@ def main():
 
   # 3. input pipeline alone
   source = JpegSource(64)
-  items = student_data.ImageItems(source, 224, "none", workers=args.workers)
+  items = item_sources.ImageItems(source, 224, "none", workers=args.workers)
   ids = np.arange(64)
   items.load(ids[:8])
   start = time.perf_counter()

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aligned.distributed import data_mesh
 from aligned.generation.kmeans import _Lloyd
-from aligned.sharding import data_mesh
 from aligned.triplet_similarities import iter_pair_similarities
 
 

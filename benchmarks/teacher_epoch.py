@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aligned.sharding import data_mesh
+from aligned.distributed import data_mesh
 from aligned.teacher import model
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter

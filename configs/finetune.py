@@ -19,6 +19,7 @@ exits. Multi-process: --config.distributed.coordinator=HOST:PORT --config.distri
 import ml_collections
 
 from aligned.data.cache import data_dir
+from configs.common import tiny_vit
 
 RELEASE_STUDENTS = {  # variant: (backbone, normalization of the backbone's own preprocessing)
   "vit_b16": ("vit", "imagenet"),
@@ -95,16 +96,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
     config.optimizer.learning_rate, config.optimizer.warmup_steps = 1e-4, 30
     config.checkpointing.every, config.eval.every, config.log_every = 100, 100, 25
   elif variant == "smoke":
-    config.random_backbone = ml_collections.ConfigDict(
-      dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=16,
-        patch_size=4,
-      )
-    )
+    config.random_backbone = ml_collections.ConfigDict(tiny_vit())
     config.data.source = "synthetic"
     config.data.image_size = 16
     config.data.workers = 1

@@ -22,7 +22,9 @@ def get_config(variant: str = "release") -> ml_collections.ConfigDict:
   config.kmeans_iters = 50
   config.chunk = 1 << 18  # triplets labelled per device call (bounds memory)
   config.seed = 0
-  config.process_count = 1  # several processes (hosts): each writes every process_count-th file
+  # Several processes (hosts) each write every n-th file. 0: JAX's process count and index (after
+  # jax.distributed); set both for launchers that start one process per host without it.
+  config.process_count = 0
   config.process_index = 0
   if variant == "smoke":
     config.samplings = ("cluster_border_3", "random")

@@ -6,7 +6,7 @@ Rerun the same command to continue a killed demo (finished stages are skipped).
 from absl import app, flags
 from ml_collections import config_flags
 
-from aligned.demo import format_results, run_demo, run_image_demo
+from aligned.demo import format_results, run_demo
 from experiments.launch import run_job
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "demo config")
@@ -15,8 +15,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "where every stage writes
 
 def main(argv):
   del argv
-  job = run_image_demo if _CONFIG.value.variant == "images" else run_demo
-  run_job(job, format_results, _CONFIG.value, _WORKDIR.value)
+  run_job(run_demo, format_results, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

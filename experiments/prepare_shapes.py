@@ -1,4 +1,4 @@
-"""Build the generated shapes dataset as tfds imagenet2012 (see aligned/data/shapes.py).
+"""Build the generated shapes dataset as tfds imagenet2012 (see aligned/demo/shapes.py).
 
 python -m experiments.prepare_shapes --data_dir=runs/shapes_tfds
 python -m experiments.extract --config=configs/extract.py:imagenet --config.data_dir=runs/shapes_tfds ...
@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from aligned.data import shapes
+from aligned.demo import shapes
 from experiments.launch import USER_ERRORS
 
 _DATA = flags.DEFINE_string("data_dir", None, "tfds data_dir to write imagenet2012 into", required=True)

@@ -5,10 +5,13 @@ import pathlib
 
 import pytest
 
+from configs.common import tiny_vit
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# Tests read the real human data from ../shared/data unless ALIGNED_DATA points elsewhere.
+# Tests read the real human data from $ALIGNED_DATA; without it, from a `shared/data` folder beside the
+# checkout (how the development and CI machines hold it).
 if not os.environ.get("ALIGNED_DATA"):
   os.environ["ALIGNED_DATA"] = str(SHARED_DATA)
 
@@ -21,15 +24,8 @@ def data_dir() -> pathlib.Path:
   return path
 
 
-# Tiny transformer shapes for parity and pipeline tests (random weights, seconds on CPU).
-TINY_VISION = dict(
-  hidden_size=32,
-  intermediate_size=64,
-  num_hidden_layers=2,
-  num_attention_heads=4,
-  image_size=32,
-  patch_size=8,
-)
+# The tiny random ViT of the smoke config, on 32 x 32 images in 8 x 8 patches (seconds on CPU).
+TINY_VISION = tiny_vit(image_size=32, patch_size=8)
 
 
 def save_tiny_vit(folder: pathlib.Path) -> pathlib.Path:

@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from aligned.demo import run_image_demo
+from aligned.demo import run_demo
 from configs import demo as demo_config
+
+pytestmark = pytest.mark.slow  # subprocesses / whole pipelines: `make test-fast` skips them
 
 
 def _tiny():
@@ -30,7 +32,7 @@ def _tiny():
 def demo(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("demo_images")
   logs = []
-  results = run_image_demo(_tiny(), workdir, log=logs.append)
+  results = run_demo(_tiny(), workdir, log=logs.append)
   return workdir, results, logs
 
 
@@ -71,14 +73,14 @@ def test_every_stage_runs_and_writes_its_artifacts(demo):
 def test_rerun_skips_finished_stages_and_a_change_reruns_only_what_depends_on_it(demo):
   workdir, results, _ = demo
   logs = []
-  again = run_image_demo(_tiny(), workdir, log=logs.append)
+  again = run_demo(_tiny(), workdir, log=logs.append)
   assert not any(line.endswith("...") for line in logs), logs
   assert again["table"] == results["table"]
 
   changed = _tiny()
   changed.student.steps = 18
   logs = []
-  run_image_demo(changed, workdir, log=logs.append)
+  run_demo(changed, workdir, log=logs.append)
   ran = {line[1:].split("]")[0] for line in logs if line.endswith("...")}
   assert ran == {
     "alignet_student",
@@ -90,8 +92,6 @@ def test_rerun_skips_finished_stages_and_a_change_reruns_only_what_depends_on_it
 
 def test_text_demo_runs_end_to_end_with_every_named_artifact(tmp_path):
   """`make demo`'s pipeline (MiniLM on THINGS, real human triplets), shrunk to about a minute."""
-  from aligned.demo import run_demo
-
   config = demo_config.get_config("text")
   config.teacher.standin.n_triplets, config.teacher.lambdas, config.teacher.steps = 5000, (0.1,), 30
   config.generate.n_train, config.generate.n_val = 500, 64

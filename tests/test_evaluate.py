@@ -22,6 +22,7 @@ def _run(workdir, *overrides, config="configs/evaluate.py:spose"):
   )
 
 
+@pytest.mark.slow
 def test_spose_on_the_2171_human_triplets_via_the_command_line(tmp_path):
   done = _run(tmp_path)
   assert done.returncode == 0, done.stderr
@@ -35,6 +36,7 @@ def test_spose_on_the_2171_human_triplets_via_the_command_line(tmp_path):
   assert "65.73 %" in done.stdout
 
 
+@pytest.mark.slow
 def test_plain_config_takes_inputs_from_flags_and_adds_rsa_only_when_asked(tmp_path, data_dir):
   embeddings = data_dir / "things" / "spose_embedding_49d_sorted.txt"
   triplets = data_dir / "things" / "2171trials_humans.txt"
@@ -115,6 +117,7 @@ def test_noise_ceiling_file_identity_transform_and_cosine(tmp_path, data_dir):
   assert cosine["accuracy"] != results["accuracy"] and cosine["accuracy"] > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "case, content, overrides, message",
   [
@@ -135,6 +138,7 @@ def test_bad_triplet_files_fail_with_file_row_and_problem(tmp_path, case, conten
   assert not (tmp_path / "w" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_bad_embeddings_and_transform_fail(tmp_path, data_dir):
   e = np.ones((1854, 49))
   e[5, 0] = np.nan

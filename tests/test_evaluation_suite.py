@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from aligned import evaluate as evaluate_lib
+from aligned import metrics
 from aligned.data import levels, things
 from configs import evaluate as evaluate_config
 from tests import test_levels
@@ -26,23 +27,23 @@ def test_per_category_hand_checked():
   triplets = np.array([[0, 1, 2], [1, 2, 3], [3, 4, 5], [0, 4, 8], [4, 5, 6]])
   counts = np.array([[2, 1, 0], [3, 0, 0], [0, 1, 1], [1, 0, 0], [0, 0, 4]])
   sims = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])
-  got = evaluate_lib.per_category_accuracy(sims, counts, triplets, categories, ["a", "b"])
+  got = metrics.per_category_accuracy(sims, counts, triplets, categories, ["a", "b"])
   assert got["a"]["n_triplets"] == 2 and got["a"]["accuracy"] == pytest.approx(2 / 6)
   assert got["b"]["n_triplets"] == 2 and got["b"]["accuracy"] == pytest.approx(5 / 6)
   assert got["mixed"]["n_triplets"] == 1 and got["mixed"]["accuracy"] == 1.0
   assert got["a"]["noise_ceiling"] == pytest.approx((2 / 3 + 1) / 2)
-  constant = evaluate_lib.per_category_accuracy(np.zeros_like(sims), counts, triplets, categories, ["a", "b"])
+  constant = metrics.per_category_accuracy(np.zeros_like(sims), counts, triplets, categories, ["a", "b"])
   assert all(v["accuracy"] == 0.0 for v in constant.values())  # ties are wrong
 
 
 def test_accuracy_interval_is_the_binomial_one_for_single_responses():
   rng = np.random.default_rng(0)
   hits = (rng.random(500) < 0.6).astype(float)
-  low, high = evaluate_lib.ratio_ci95(hits, np.ones(500))
+  low, high = metrics.ratio_ci95(hits, np.ones(500))
   a = hits.mean()
   half = 1.959964 * np.sqrt(a * (1 - a) / 499)
   assert (low, high) == pytest.approx((a - half, a + half), abs=1e-6)
-  assert evaluate_lib.ratio_ci95(np.ones(10), np.ones(10)) == pytest.approx([1.0, 1.0])
+  assert metrics.ratio_ci95(np.ones(10), np.ones(10)) == pytest.approx([1.0, 1.0])
 
 
 def _category_matrix_with_csv(data_dir):
@@ -144,6 +145,7 @@ def _report(workdir, *flags):
   return subprocess.run([*command, *flags], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_report_from_the_command_line(tmp_path, two_runs):
   spose = json.loads((two_runs["spose"] / "results.json").read_text())
   random = json.loads((two_runs["random"] / "results.json").read_text())
@@ -185,6 +187,7 @@ def test_report_from_the_command_line(tmp_path, two_runs):
   assert set(json.loads((tmp_path / "R" / "results.json").read_text())) == {"SPoSE", "random"}
 
 
+@pytest.mark.slow
 def test_report_refuses_unfinished_runs(tmp_path, two_runs):
   (tmp_path / "unfinished").mkdir()
   done = _report(tmp_path / "R", f"--config.runs={two_runs['spose']},{tmp_path / 'unfinished'}")

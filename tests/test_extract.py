@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from aligned.backbones import load_text_backbone
+from aligned.data.items import things_texts
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
-from aligned.extract import things_texts
 from tests.conftest import REPO
 
 
@@ -29,6 +29,7 @@ def _command(workdir, *flags):
   ]
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_complete_store(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   process = subprocess.Popen(
@@ -79,6 +80,7 @@ def test_kill_9_then_rerun_gives_the_complete_store(tmp_path):
   assert other.returncode == 2 and "other settings (preprocessing)" in other.stderr
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_give_the_same_text_embeddings(tmp_path):
   flags = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")

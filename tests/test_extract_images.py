@@ -61,6 +61,7 @@ def test_store_holds_the_backbone_embedding_of_each_preprocessed_image(tmp_path,
   assert 0 < np.abs(low - embeddings).max() < 0.1  # bfloat16 really used, and close
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_give_the_same_embeddings(tmp_path, images, checkpoint):
   script = (
     "import sys, jax; sys.path.insert(0, {repo!r})\n"

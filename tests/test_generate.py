@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from aligned import odd_one_out
+from aligned.artifacts import sha256_of
 from aligned.data.alignet_files import read_alignet
-from aligned.data.cache import sha256_of
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.generation.generate import generate
@@ -85,6 +85,7 @@ def test_files_labels_and_strategies(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_killed_and_rerun_gives_identical_files(tmp_path):
   _inputs(tmp_path, n_per_class=400, dim=32)
   command = [

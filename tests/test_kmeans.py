@@ -55,6 +55,7 @@ def test_empty_clusters_are_reseeded():
     kmeans(x, 61)
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_give_the_same_clustering(tmp_path):
   import os
   import subprocess
@@ -65,7 +66,7 @@ def test_eight_simulated_devices_give_the_same_clustering(tmp_path):
   script = (
     f"import sys, jax, numpy as np; sys.path.insert(0, {str(REPO)!r})\n"
     "from aligned.generation.kmeans import kmeans\n"
-    "from aligned.sharding import data_mesh\n"
+    "from aligned.distributed import data_mesh\n"
     "assert len(jax.devices()) == 8\n"
     "x = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float32)\n"
     "one = kmeans(x, 9, seed=2, chunk=32, mesh=data_mesh(jax.devices()[:1]))\n"

@@ -12,7 +12,7 @@ import pytest
 from aligned import evaluate as evaluate_lib
 from aligned.data import levels
 from aligned.errors import DataError
-from aligned.noise_ceiling import noise_ceiling
+from aligned.metrics import noise_ceiling
 from configs import evaluate as evaluate_config
 
 STIMULI = "levels/triplets_experiment_first_20_participants.csv"

@@ -1,4 +1,4 @@
-"""Tests of the human noise ceiling and leave-one-out agreement (aligned/noise_ceiling.py)."""
+"""Tests of the human noise ceiling and leave-one-out agreement (aligned/metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aligned.data.triplets import read_noise_ceiling_format, read_odd_last
-from aligned.noise_ceiling import noise_ceiling
+from aligned.metrics import noise_ceiling
 
 _Z95 = 1.959964
 

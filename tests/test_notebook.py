@@ -4,9 +4,12 @@ import os
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # subprocesses / whole pipelines: `make test-fast` skips them
 
 NOTEBOOK = REPO / "experiments" / "notebooks" / "alignet_demo.ipynb"
 

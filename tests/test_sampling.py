@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from aligned.generation.sampling import count_distinct, parse_strategy, sample_triplets
+from aligned.sampling import count_distinct, parse_strategy, sample_triplets
 
 LABELS = np.repeat(np.arange(6), [5, 9, 3, 12, 2, 9])  # 40 items, uneven classes
 

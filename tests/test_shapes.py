@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from aligned.data import shapes
 from aligned.data.class_labels import read_superclasses
+from aligned.demo import shapes
 from aligned.errors import DataError
 
 TINY = dict(
@@ -85,7 +85,7 @@ def test_rebuild_is_skipped_and_other_settings_refused(built):
 
 def test_a_foreign_imagenet_is_never_touched(tmp_path):
   (tmp_path / "imagenet2012" / "5.1.0").mkdir(parents=True)
-  with pytest.raises(DataError, match="not built by aligned.data.shapes"):
+  with pytest.raises(DataError, match="not built by aligned.demo.shapes"):
     shapes.build_shapes_dataset(tmp_path, **TINY)
   assert os.listdir(tmp_path / "imagenet2012") == ["5.1.0"]
 

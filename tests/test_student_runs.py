@@ -16,6 +16,8 @@ import pytest
 from aligned.student.train import restore_params
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # subprocesses / whole pipelines: `make test-fast` skips them
+
 STEPS = 100  # the smoke variant's length
 
 

@@ -13,8 +13,8 @@ import pytest
 from jax.test_util import check_grads
 
 from aligned import odd_one_out
-from aligned.generation.sampling import sample_triplets
-from aligned.sharding import data_mesh
+from aligned.distributed import data_mesh
+from aligned.sampling import sample_triplets
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter
@@ -230,7 +230,7 @@ MULTI_DEVICE = textwrap.dedent(
   sys.path.insert(0, {repo!r})
   from tests.test_teacher import _problem
   from aligned.teacher import model
-  from aligned.sharding import data_mesh
+  from aligned.distributed import data_mesh
   from aligned.teacher.optimize import FitOptions, Fitter
   assert len(jax.devices()) == 8
   x, data = _problem(n_objects=40, d=5, n_triplets=1001)
@@ -251,6 +251,7 @@ MULTI_DEVICE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_give_the_same_fit():
   # 8 simulated devices on 2 cores: single-threaded Eigen keeps intra-op work from competing with
   # the device threads that a collective waits for (the fit also keeps one step in flight).
@@ -268,6 +269,7 @@ def test_eight_simulated_devices_give_the_same_fit():
   assert "same fit on 1 and 8 devices" in done.stdout
 
 
+@pytest.mark.slow
 def test_entry_point_improves_distorted_embeddings(tmp_path, data_dir):
   """SPoSE seen through a random linear map loses accuracy; the teacher must win it back."""
   spose = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")

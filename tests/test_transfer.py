@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from jax.test_util import check_grads
 from PIL import Image
 
-from aligned import transfer
+from aligned import probes, transfer
 from aligned.data.class_labels import map_labels, store_labels
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
@@ -150,14 +150,14 @@ def test_image_folder_labels_are_parent_folders_and_names_map_across_datasets(tm
 
 def _augmented(x):
   z = (x - x.mean(0)) / (x.std(0) + 1e-5)
-  return np.concatenate([z, np.full((len(x), 1), transfer.BIAS_FEATURE)], 1).astype(np.float64)
+  return np.concatenate([z, np.full((len(x), 1), probes.BIAS_FEATURE)], 1).astype(np.float64)
 
 
 @pytest.mark.parametrize("n, d", [(30, 6), (9, 20)])  # primal (n > d) and dual (n < d) forms
 def test_ridge_equals_the_lstsq_solution_and_its_leave_one_out(n, d):
   rng = np.random.default_rng(n)
   x, y, l2 = rng.normal(size=(n, d)).astype(np.float32), np.arange(n) % 3, 3.0
-  probe = transfer.fit_ridge(x, y, 3, (l2,))
+  probe = probes.fit_ridge(x, y, 3, (l2,))
   z, t = _augmented(x), 2.0 * np.eye(3)[y] - 1.0
 
   def solve(rows):
@@ -166,8 +166,8 @@ def test_ridge_equals_the_lstsq_solution_and_its_leave_one_out(n, d):
 
   reference = solve(np.arange(n))
   np.testing.assert_allclose(probe.w, reference[:-1], atol=2e-3, rtol=2e-3)
-  np.testing.assert_allclose(probe.b, transfer.BIAS_FEATURE * reference[-1], atol=2e-3)
-  _, loo_accuracy, loo_error = transfer._ridge(
+  np.testing.assert_allclose(probe.b, probes.BIAS_FEATURE * reference[-1], atol=2e-3)
+  _, loo_accuracy, loo_error = probes._ridge(
     jnp.asarray(x), jnp.asarray(y), jnp.asarray([l2]), jnp.arange(n), n_classes=3
   )
   refits = np.stack([z[i] @ solve(np.arange(n) != i) for i in range(n)])  # n refits without row i
@@ -178,7 +178,7 @@ def test_ridge_equals_the_lstsq_solution_and_its_leave_one_out(n, d):
 def test_logistic_matches_scipy_and_its_gradient_is_right():
   rng = np.random.default_rng(1)
   x, y, l2 = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, 40), 0.01
-  probe = transfer.fit_logistic(x, y, 3, (l2,))
+  probe = probes.fit_logistic(x, y, 3, (l2,))
   z = (x - x.mean(0)) / (x.std(0) + 1e-5)
 
   def objective(v):
@@ -195,7 +195,7 @@ def test_logistic_matches_scipy_and_its_gradient_is_right():
   with jax.enable_x64(True):
     params64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
     check_grads(
-      lambda p: transfer.logistic_loss(p, jnp.asarray(z, jnp.float64), onehot, weights, l2), (params64,), 1
+      lambda p: probes.logistic_loss(p, jnp.asarray(z, jnp.float64), onehot, weights, l2), (params64,), 1
     )
 
 
@@ -245,16 +245,16 @@ def test_shift_to_an_identical_dataset_equals_in_distribution_accuracy(data_dir,
   results = transfer.transfer(config, tmp_path / "w")
   shift = results["shift"]["transfer_blobs"]
   _, train_x = EmbeddingStore(stores["separable"]["train"]).read()
-  probe = transfer.fit_ridge(train_x, _records(data_dir, "train")[1], len(CLASSES))
-  in_distribution = transfer.accuracy(probe, noisy, test_labels)
+  probe = probes.fit_ridge(train_x, _records(data_dir, "train")[1], len(CLASSES))
+  in_distribution = probes.accuracy(probe, noisy, test_labels)
   assert 0.3 < in_distribution < 1.0  # noisy enough to make the comparison mean something
   assert shift["same"] == in_distribution
-  assert shift["shifted"] == transfer.accuracy(probe, noisy[subset], test_labels[subset])
+  assert shift["shifted"] == probes.accuracy(probe, noisy[subset], test_labels[subset])
   assert results["details"]["skipped"] == ["imagenet_a/test"]
   config.restrict_to_eval_classes = True  # the ImageNet-A/R protocol: argmax over the eval classes only
   restricted = transfer.transfer(config, tmp_path / "r")["shift"]["transfer_blobs"]
   allowed = np.isin(np.arange(len(CLASSES)), [2, 3])
-  assert restricted["shifted"] == transfer.accuracy(probe, noisy[subset], test_labels[subset], allowed)
+  assert restricted["shifted"] == probes.accuracy(probe, noisy[subset], test_labels[subset], allowed)
   assert restricted["shifted"] >= shift["shifted"]
 
 

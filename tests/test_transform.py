@@ -25,8 +25,11 @@ def test_real_glocal_transforms_apply_as_documented(data_dir, model):
 
 def test_round_trip_and_dimension_mismatch(tmp_path, data_dir):
   t = transform.load_transform(data_dir / "glocal" / "resnet18" / "avgpool" / "transform.npz")
-  transform.save_transform(tmp_path / "t.npz", t)
-  again = transform.load_transform(tmp_path / "t.npz")
+  transform.Teacher(t, temperature=0.5, similarity="cosine", objective="distill").save(tmp_path / "t.npz")
+  again = transform.load_transform(tmp_path / "t.npz")  # a teacher file is a gLocal file
+  teacher = transform.load_teacher(tmp_path / "t.npz")
+  assert (teacher.temperature, teacher.similarity, teacher.objective) == (0.5, "cosine", "distill")
+  np.testing.assert_array_equal(teacher.transform.weights, t.weights)
   np.testing.assert_array_equal(again.weights, t.weights)
   np.testing.assert_array_equal(again.bias, t.bias)
   assert again.mean == pytest.approx(t.mean) and again.std == pytest.approx(t.std)
@@ -53,3 +56,11 @@ def test_bad_transforms(tmp_path):
 def _save(path, **arrays):
   np.savez(path, **arrays)
   return path
+
+
+def test_glocal_file_reads_as_a_teacher_with_temperature_one(data_dir, tmp_path):
+  teacher = transform.load_teacher(data_dir / "glocal" / "resnet18" / "avgpool" / "transform.npz")
+  assert (teacher.temperature, teacher.similarity, teacher.objective) == (1.0, "dot", "")
+  _save(tmp_path / "bad.npz", weights=np.eye(3), mean=0.0, std=1.0, similarity=np.asarray("euclid"))
+  with pytest.raises(DataError, match="similarity"):
+    transform.load_teacher(tmp_path / "bad.npz")

@@ -7,7 +7,7 @@ Images (a local folder with config.json + model.safetensors in the transformers 
 
 from __future__ import annotations
 
-from aligned.backbones.siglip import SiglipEncoder
+from aligned.backbones.siglip import SiglipConfig, SiglipEncoder
 from aligned.backbones.text import SentenceEncoder, minilm_checkpoint
 from aligned.backbones.vision import HFVisionEncoder
 
@@ -42,8 +42,6 @@ def build_backbone(name: str, checkpoint: str = "", random_config: dict | None =
     raise ValueError(f"unknown backbone {name!r}; known: {known}")
   if random_config:
     if name == "siglip":
-      from aligned.backbones.siglip import SiglipConfig
-
       return SiglipEncoder.random(SiglipConfig(**random_config), seed=seed), "image"
     import transformers
 

@@ -10,7 +10,6 @@ never holds a partial or unverified file under a real name.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import os
 import pathlib
@@ -18,6 +17,7 @@ import shutil
 import tempfile
 import urllib.request
 
+from aligned.artifacts import sha256_of
 from aligned.errors import DataError
 
 MANIFEST = pathlib.Path(__file__).with_name("manifest.tsv")
@@ -44,7 +44,7 @@ def data_path(relative: str) -> pathlib.Path:
   path = data_dir() / relative
   if not path.exists():
     raise FileNotFoundError(
-      f"{path} not found. Set ALIGNED_DATA to the data folder (e.g. ../shared/data) "
+      f"{path} not found. Set ALIGNED_DATA to a folder holding the human data files "
       f"or fill the cache with `python -m experiments.download_data`."
     )
   return path
@@ -69,14 +69,6 @@ def read_manifest(path: str | os.PathLike = MANIFEST) -> list[ManifestEntry]:
       raise DataError(path, f"sha256 {sha!r} is not 64 hex digits", row=row)
     entries.append(ManifestEntry(rel, int(size), sha.lower(), origin, license_))
   return entries
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def verify(root: str | os.PathLike | None = None, entries: list[ManifestEntry] | None = None) -> dict:

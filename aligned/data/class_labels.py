@@ -83,12 +83,12 @@ def _tfds_labels(
     raise DataError(store.root, f"{len(ids)} items, but tfds {name}/{split} has {len(source)} records")
   names = tuple(features[label_key].names)
   index = {n: i for i, n in enumerate(names)}
-  prefixes = [_SYNSET.match(item) for item in ids]
-  from_ids = all(m is not None and m.group(1) in index for m in prefixes)
+  named = [item_class(item) for item in ids]
+  from_ids = all(name in index for name in named)
   if from_ids:
     # ImageNet-train style ids name their synset: reading 1.28 M records (~140 GB) only for labels
     # is avoided; a seeded sample of records is still checked against the ids.
-    labels = np.asarray([index[m.group(1)] for m in prefixes], np.int64)
+    labels = np.asarray([index[name] for name in named], np.int64)
     check = np.sort(np.random.default_rng(0).permutation(len(ids))[:sample])
   else:
     labels, check = np.empty(len(ids), np.int64), np.arange(len(ids))
@@ -110,14 +110,34 @@ def _tfds_labels(
   return StoreLabels(labels, names)
 
 
-def _folder_labels(store: EmbeddingStore, ids: np.ndarray) -> StoreLabels:
-  folders = []
-  for row, item in enumerate(ids, start=1):
-    folder = os.path.dirname(str(item))
-    if not folder:
-      raise DataError(store.root, f"item {item!r} is not in a class folder (want CLASS/IMAGE)", row=row)
-    folders.append(folder)
-  names, labels = np.unique(np.asarray(folders), return_inverse=True)
+def item_class(item: str) -> str | None:
+  """The class an item id names, the one rule every stage uses: the WordNet synset of an ImageNet
+  file name (`n01440764_10026.JPEG`, in a folder or not), else the parent folder of a relative path
+  (`aardvark/aardvark_01b.jpg` -> `aardvark`); None when the id names neither.
+
+  >>> item_class("n01440764_10026.JPEG"), item_class("train/aardvark/aardvark_01b.jpg")
+  ('n01440764', 'train/aardvark')
+  """
+  match = _SYNSET.match(os.path.basename(item))
+  if match:
+    return match.group(1)
+  return os.path.dirname(item) or None
+
+
+def labels_from_ids(ids: np.ndarray, where: str | os.PathLike | None = None) -> StoreLabels:
+  """Class labels of items from their ids (`item_class`); class names sorted, labels index them."""
+  classes = []
+  for row, item in enumerate(np.asarray(ids).astype(str), start=1):
+    name = item_class(item)
+    if name is None:
+      raise DataError(
+        where,
+        f"cannot tell the class of item {item!r}: not an ImageNet file name and not in a class folder "
+        "(want CLASS/IMAGE)",
+        row=row,
+      )
+    classes.append(name)
+  names, labels = np.unique(np.asarray(classes), return_inverse=True)
   return StoreLabels(labels.reshape(-1).astype(np.int64), tuple(str(n) for n in names))
 
 
@@ -140,7 +160,7 @@ def store_labels(
   if source == "tfds":
     return _tfds_labels(store, ids, data_dir, label_key)
   if source == "image_folder":
-    return _folder_labels(store, ids)
+    return labels_from_ids(ids, store.root)
   raise DataError(store.root, f"items of a {source!r} store have no class labels (want tfds or image_folder)")
 
 

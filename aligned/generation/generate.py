@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -25,36 +24,17 @@ import ml_collections
 import numpy as np
 
 from aligned import artifacts, odd_one_out
+from aligned.artifacts import sha256_of
 from aligned.data.alignet_files import alignet_path, validate_alignet
-from aligned.data.cache import sha256_of
+from aligned.data.class_labels import labels_from_ids
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.generation.kmeans import kmeans
 from aligned.generation.npz_stream import NpzStreamWriter
-from aligned.generation.sampling import count_distinct, parse_strategy, sample_triplets
 from aligned.progress import Progress
-from aligned.transform import apply_affine, load_transform
+from aligned.sampling import count_distinct, parse_strategy, sample_triplets
+from aligned.transform import apply_affine, load_teacher
 from aligned.triplet_similarities import iter_pair_similarities, round_chunk
-
-_SYNSET = re.compile(r"^(n\d{8})_")
-
-
-def class_labels(ids: np.ndarray) -> np.ndarray:
-  """Integer class of each item from its id: the WordNet synset of an ImageNet file name
-  (`n01440764_10026.JPEG`) or the parent folder of a relative path (`aardvark/aardvark_01b.jpg`)."""
-  names = []
-  for item in ids:
-    match = _SYNSET.match(os.path.basename(item))
-    if match:
-      names.append(match.group(1))
-    elif "/" in item:
-      names.append(item.rsplit("/", 1)[0])
-    else:
-      raise DataError(
-        None, f"cannot tell the class of item {item!r} (not an ImageNet file name or folder/file)"
-      )
-  _, labels = np.unique(np.asarray(names), return_inverse=True)
-  return labels.reshape(-1)
 
 
 def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> None:
@@ -81,56 +61,31 @@ def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> None:
     npz.add("filenames", (n, 3), f"<U{width}", (ids[p].astype(f"<U{width}") for p in parts))
 
 
-def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  workdir = pathlib.Path(workdir)
-  samplings = [(name, *parse_strategy(name)) for name in config.samplings]  # checked before any work
-  store = EmbeddingStore(config.store)
-  missing = store.missing_shards()
-  if missing:
-    raise DataError(config.store, f"{len(missing)} of {store.n_shards} shards missing: extraction unfinished")
-  transform = load_transform(config.teacher)
-  with np.load(config.teacher, allow_pickle=False) as raw:
-    temperature = float(raw["temperature"]) if "temperature" in raw.files else 1.0
-  if store.metadata["dim"] != transform.in_features:
-    raise DataError(
-      config.teacher,
-      f"transform expects {transform.in_features} features, the store has {store.metadata['dim']}",
-    )
-  needs_classes = any(level is None and base != "random" for _, base, level in samplings)
-  ids, x = store.read()
-  labels_by_class = class_labels(ids) if needs_classes else None
-  for name, base, level in samplings:  # counts that can be checked before any work
-    if level is None:
-      labels = labels_by_class if base != "random" else None
-      need = {"random": 0, "between_class": 3, "class_border": 2, "within_class": 1}[base]
-      if labels is not None and len(np.unique(labels)) < need:
-        raise DataError(
-          config.store, f"{name} needs at least {need} classes, the store has {len(np.unique(labels))}"
-        )
-      available = count_distinct(base, len(ids), labels)
-      if config.n_val + config.n_train > available:
-        raise DataError(
-          config.store, f"{name}: {config.n_val + config.n_train:,} triplets requested, {available:,} exist"
-        )
-  workdir.mkdir(parents=True, exist_ok=True)
-  artifacts.remove_stale_temporaries(workdir)  # left by a killed run
-  artifacts.write_json(workdir / "config.json", config.to_dict())
+def _check_counts(config, samplings, n_items: int, labels_by_class) -> None:
+  """Refuses, before any work, a sampling that needs more classes or triplets than the store has."""
+  for name, base, level in samplings:
+    if level is not None:  # cluster labels exist only after k-means
+      continue
+    labels = labels_by_class if base != "random" else None
+    need = {"random": 0, "between_class": 3, "class_border": 2, "within_class": 1}[base]
+    if labels is not None and len(np.unique(labels)) < need:
+      raise DataError(
+        config.store, f"{name} needs at least {need} classes, the store has {len(np.unique(labels))}"
+      )
+    available = count_distinct(base, n_items, labels)
+    if config.n_val + config.n_train > available:
+      raise DataError(
+        config.store, f"{name}: {config.n_val + config.n_train:,} triplets requested, {available:,} exist"
+      )
 
-  x_device = jnp.asarray(x)
-  del x  # at ImageNet scale each copy of the table is 5.9 GB
-  z_device = jax.jit(apply_affine)(transform.params(), x_device)  # on the device, no host round trip
-  tables = {
-    # the teacher's calibrated choice model: softmax(s(Z) / T)
-    "uncertainty_distillation": (z_device, 1.0 / temperature),
-    # the "UnAligNet" control: the raw backbone's similarities
-    "untransformed": (x_device, 1.0),
-  }
 
+def _cluster(config, workdir: pathlib.Path, z: jax.Array, levels) -> tuple[dict, dict]:
+  """k-means assignments and summaries at each level, computed once and kept in clusters/."""
   clusters, clustering = {}, {}
-  for level in sorted({level for _, _, level in samplings if level is not None}):
+  for level in sorted(levels):
     path = workdir / "clusters" / f"kmeans_{level}.npz"
     if not path.exists():  # deterministic: every process computes (and may write) the same result
-      result = kmeans(np.asarray(z_device), level, seed=config.seed, max_iters=config.kmeans_iters)
+      result = kmeans(np.asarray(z), level, seed=config.seed, max_iters=config.kmeans_iters)
       artifacts.save_npz(
         path,
         centroids=result.centroids,
@@ -144,12 +99,53 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     print(
       f"k-means k={level}: inertia {clustering[level]['inertia']:.4g}, {clustering[level]['iterations']} iterations"
     )
+  return clusters, clustering
 
-  # Several processes (config.process_count > 1, e.g. one per host): each writes the files j with
-  # j % count == index, and its own manifest part; whoever finds all parts complete merges them.
-  count, me = config.process_count, config.process_index
+
+def processes(config) -> tuple[int, int]:
+  """(process count, this process's index): JAX's, unless the config sets `process_count` > 0 (for
+  launchers that start one process per host without `jax.distributed`)."""
+  if config.process_count > 0:
+    count, me = config.process_count, config.process_index
+  else:
+    count, me = jax.process_count(), jax.process_index()
   if not 0 <= me < count:
     raise ValueError(f"process_index {me} is not in [0, {count})")
+  return count, me
+
+
+def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Writes the AligNet files of `config` into `workdir` (see the module docstring)."""
+  workdir = pathlib.Path(workdir)
+  samplings = [(name, *parse_strategy(name)) for name in config.samplings]  # checked before any work
+  count, me = processes(config)
+  store = EmbeddingStore(config.store)
+  missing = store.missing_shards()
+  if missing:
+    raise DataError(config.store, f"{len(missing)} of {store.n_shards} shards missing: extraction unfinished")
+  teacher = load_teacher(config.teacher)
+  teacher.transform.check_features(store.metadata["dim"], config.store)
+  needs_classes = any(level is None and base != "random" for _, base, level in samplings)
+  ids, x = store.read()
+  labels_by_class = labels_from_ids(ids, config.store).labels if needs_classes else None
+  _check_counts(config, samplings, len(ids), labels_by_class)
+  workdir.mkdir(parents=True, exist_ok=True)
+  artifacts.remove_stale_temporaries(workdir)  # left by a killed run
+  artifacts.write_json(workdir / "config.json", config.to_dict())
+
+  x_device = jnp.asarray(x)
+  del x  # at ImageNet scale each copy of the table is 5.9 GB
+  z_device = jax.jit(apply_affine)(teacher.transform.params(), x_device)  # on the device, no host round trip
+  tables = {
+    # the teacher's calibrated choice model: softmax(s(Z) / T)
+    "uncertainty_distillation": (z_device, 1.0 / teacher.temperature),
+    # the "UnAligNet" control: the raw backbone's similarities
+    "untransformed": (x_device, 1.0),
+  }
+  clusters, clustering = _cluster(config, workdir, z_device, {lv for _, _, lv in samplings if lv is not None})
+
+  # Several processes (e.g. one per host): each writes the files j with j % count == index, and its
+  # own manifest part; whoever finds all parts complete merges them.
   part_path = workdir / ("manifest.json" if count == 1 else f"manifest.part-{me}-of-{count}.json")
   manifest = json.loads(part_path.read_text()) if part_path.exists() else {"files": {}}
   manifest.update(
@@ -157,7 +153,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "store": str(config.store),
       "teacher": str(config.teacher),
       "teacher_sha256": sha256_of(config.teacher),
-      "temperature": temperature,
+      "temperature": teacher.temperature,
       "similarity": config.similarity,
       "seed": config.seed,
       "n_items": len(ids),
@@ -193,6 +189,13 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
           }
           artifacts.write_json(part_path, manifest)
         progress.update(job)
+  return _finish(workdir, manifest, part_path, count, me, n_files)
+
+
+def _finish(
+  workdir: pathlib.Path, manifest: dict, part_path: pathlib.Path, count: int, me: int, n_files: int
+) -> dict:
+  """Marks this process's manifest complete, merges the parts when all are, writes results.json."""
   manifest["complete"] = True
   artifacts.write_json(part_path, manifest)
   if count > 1:

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from aligned.sharding import data_mesh
+from aligned.distributed import data_mesh
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ smoke variant and tests). Batches are decoded ahead of the device by a backgroun
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import pathlib
 import queue
@@ -22,8 +21,7 @@ import threading
 
 import numpy as np
 
-from aligned.backbones.preprocessing import preprocess
-from aligned.data.alignet_files import alignet_path, read_alignet, write_alignet
+from aligned.data.alignet_files import alignet_path, read_alignet
 from aligned.errors import DataError
 
 
@@ -80,91 +78,6 @@ class BatchOrder:
       at = epochs == epoch
       out[at] = self._permutation(int(epoch))[offsets[at]]
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Item sources: item indices [m] -> {name: [m, ...]} model inputs
-# ------------------------------------------------------------------------------------------------
-
-
-class TextItems:
-  """Texts tokenised once (fixed length); lookups are array indexing."""
-
-  kind = "text"
-
-  def __init__(self, texts: list[str], encoder):
-    tokens = encoder.tokenize(texts)
-    # Right padding: cut to the longest text rounded up to 8 (a mask-weighted mean pool is unchanged).
-    length = -(-int(tokens["attention_mask"].sum(1).max()) // 8) * 8
-    self.tokens = {k: np.ascontiguousarray(v[:, :length]) for k, v in tokens.items()}
-    self.n = len(texts)
-
-  def __len__(self) -> int:
-    return self.n
-
-  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[items] for k, v in self.tokens.items()}
-
-
-class ImageItems:
-  """Records of a `tfds.data_source` (item i = record i), decoded and resized by host threads."""
-
-  kind = "image"
-
-  def __init__(self, source, size: int, normalization: str = "none", workers: int = 8):
-    self.source, self.size, self.normalization = source, size, normalization
-    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def _one(self, i: int) -> np.ndarray:
-    return preprocess(self.source.record(int(i))[1], self.size, self.normalization)
-
-  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
-    return {"image": np.stack(list(self.pool.map(self._one, items)))}
-
-
-class SyntheticImages:
-  """A learnable synthetic task: item i has a latent z_i ~ N(0, I_k) and its image is a fixed smooth
-  function of it (`tanh` of a random linear map, [size, size, 3] in [0, 1]); the "teacher" similarity
-  of two items is `scale * z_i . z_j`."""
-
-  kind = "image"
-
-  def __init__(
-    self, n_items: int = 256, size: int = 16, latent_dim: int = 4, seed: int = 0, scale: float = 3.0
-  ):
-    rng = np.random.default_rng(seed)
-    self.latents = rng.normal(size=(n_items, latent_dim)).astype(np.float32)
-    mixing = rng.normal(size=(latent_dim, size * size * 3)).astype(np.float32) / np.sqrt(latent_dim)
-    self.images = (0.5 + 0.5 * np.tanh(self.latents @ mixing)).reshape(n_items, size, size, 3)
-    self.scale, self.size = scale, size
-
-  def __len__(self) -> int:
-    return len(self.latents)
-
-  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
-    return {"image": self.images[items]}
-
-  def write_alignet(
-    self, root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
-  ) -> dict[str, pathlib.Path]:
-    """Writes `root/uncertainty_distillation/{train,val}_synthetic.npz` (release format)."""
-    rng = np.random.default_rng([seed, 1])
-    n = len(self)
-    triplets = np.stack([rng.choice(n, 3, replace=False) for _ in range(n_train + n_val)])
-    z = self.latents[triplets]
-    sims = self.scale * np.stack(
-      [(z[:, 0] * z[:, 1]).sum(-1), (z[:, 0] * z[:, 2]).sum(-1), (z[:, 1] * z[:, 2]).sum(-1)], axis=1
-    )
-    names = np.asarray([f"synthetic_{i:05d}.png" for i in range(n)])
-    paths = {}
-    for split, rows in (("val", slice(0, n_val)), ("train", slice(n_val, None))):
-      paths[split] = alignet_path(root, "uncertainty_distillation", split, "synthetic")
-      paths[split].parent.mkdir(parents=True, exist_ok=True)
-      write_alignet(paths[split], names[triplets[rows]], sims[rows], triplets[rows], n_images=n)
-    return paths
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from aligned import odd_one_out
-from aligned.generation.sampling import sample_triplets
+from aligned.sampling import sample_triplets
 from aligned.teacher.model import TripletTargets
 
 

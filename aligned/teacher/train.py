@@ -12,22 +12,20 @@ import os
 import pathlib
 import time
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from aligned import artifacts, odd_one_out, plots
+from aligned import artifacts, evaluators, metrics, plots
 from aligned.data import embeddings as embeddings_io
 from aligned.data import triplets as triplets_io
+from aligned.distributed import data_mesh
 from aligned.errors import DataError
-from aligned.evaluate import triplet_metrics
-from aligned.noise_ceiling import noise_ceiling
+from aligned.evaluators import HumanTripletEvaluator
 from aligned.progress import Progress
-from aligned.sharding import data_mesh
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter
-from aligned.triplet_similarities import triplet_similarities
+from aligned.transform import Teacher
 
 
 def _eval_files(config) -> list[tuple[str, str]]:
@@ -60,8 +58,8 @@ def training_data(config, x: np.ndarray) -> TripletTargets:
   )
 
 
-def _transform_scores(x, transform, temp, path, fmt, similarity) -> dict:
-  """Base (raw embeddings, T = 1) and teacher accuracy etc. on one human file."""
+def _transform_scores(x, teacher: Teacher, path, fmt) -> dict:
+  """Base (raw embeddings, T = 1) and teacher accuracy, p(human choice) and KL on one human file."""
   human = triplets_io.read_triplets(path, fmt, n_objects=len(x))
   result = {
     "file": str(path),
@@ -69,22 +67,40 @@ def _transform_scores(x, transform, temp, path, fmt, similarity) -> dict:
     "n_triplets": human.n_triplets,
     "n_responses": human.n_responses,
   }
-  for name, embeddings, t in (("base", x, 1.0), ("teacher", np.asarray(transform(x)), temp)):
-    sims = triplet_similarities(embeddings, human.triplets, similarity)
-    scores = triplet_metrics(sims, human.counts, t)
-    result[f"{name}_accuracy"] = scores["accuracy"]
-    result[f"{name}_mean_human_choice_prob"] = scores["mean_human_choice_prob"]
-    if human.is_multi_response:
-      kl = odd_one_out.kl_divergence(
-        jnp.asarray(sims), target_probs=jnp.asarray(human.choice_distribution(), jnp.float32), temperature=t
-      )
-      result[f"{name}_kl_to_humans"] = float(np.average(np.asarray(kl), weights=human.responses_per_triplet))
+  for name, embed, temperature in (
+    ("base", evaluators.fixed(x), 1.0),
+    ("teacher", lambda t: np.asarray(t.transform(x)), teacher.temperature),
+  ):
+    evaluator = HumanTripletEvaluator(human, embed, teacher.similarity, temperature, kl=True)
+    result.update({f"{name}_{k}": v for k, v in evaluator.run(teacher).items()})
   if human.is_multi_response:
-    result["noise_ceiling"] = noise_ceiling(human.counts)["noise_ceiling"]
+    result["noise_ceiling"] = metrics.noise_ceiling(human.counts)["noise_ceiling"]
   return result
 
 
+def _select(config, x, data: TripletTargets, base: Hyperparams, points, make_fitter, log):
+  """(CV rows, CV summary, chosen grid point): object-disjoint CV when the grid has several points."""
+  if len(points) == 1:
+    return [], {"summary": []}, points[0]
+  progress, done = Progress(len(points) * config.folds, "fits", every_s=0.0), itertools.count(1)
+
+  def on_cv_row(row):
+    log.write({"event": "cv", **row})
+    print(
+      f"cv fold {row['fold']} lambda {row['lam']:g} lr {row['learning_rate']:g}: "
+      f"val loss {row['val_loss']:.4f} accuracy {100 * row['val_accuracy']:.2f} %",
+      flush=True,
+    )
+    progress.update(next(done))
+
+  rows, cv = cross_validation.cross_validate(
+    x, data, base, points, config.folds, config.seed, make_fitter, on_cv_row
+  )
+  return rows, cv, cv["best"]
+
+
 def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Fits the teacher of `config` in `workdir` (see the module docstring); returns the results."""
   workdir = pathlib.Path(workdir)
   if not config.embeddings:
     raise ValueError("set --config.embeddings to the [objects, features] embeddings to align")
@@ -115,25 +131,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     return Fitter(x_, mean, std, hparams, options, mesh)
 
   with artifacts.MetricsLog(workdir / "metrics.jsonl") as log:
-    cv_progress, cv_done = Progress(len(points) * config.folds, "fits", every_s=0.0), itertools.count(1)
-
-    def on_cv_row(row):
-      log.write({"event": "cv", **row})
-      print(
-        f"cv fold {row['fold']} lambda {row['lam']:g} lr {row['learning_rate']:g}: "
-        f"val loss {row['val_loss']:.4f} accuracy {100 * row['val_accuracy']:.2f} %",
-        flush=True,
-      )
-      cv_progress.update(next(cv_done))
-
-    if len(points) > 1:
-      rows, cv = cross_validation.cross_validate(
-        x, data, base, points, config.folds, config.seed, make_fitter, on_cv_row
-      )
-      chosen = cv["best"]
-    else:
-      rows, cv, chosen = [], {"summary": []}, points[0]
-
+    rows, cv, chosen = _select(config, x, data, base, points, make_fitter, log)
     hparams = Hyperparams(**{**base.__dict__, "lam": chosen["lam"], "learning_rate": chosen["learning_rate"]})
     mean, std = model.standardization(x[cross_validation.used_objects(data.triplets)])
     fitter = make_fitter(x, mean, std, hparams)
@@ -142,17 +140,9 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     log.write({"event": "final", **train_scores})
 
   transform, temp = model.to_transform(params, mean, std, hparams)
-  artifacts.save_npz(
-    workdir / "transform.npz",
-    weights=transform.weights,
-    bias=transform.bias,
-    mean=np.float32(mean),
-    std=np.float32(std),
-    temperature=np.float32(temp),
-  )
-  evaluations = [
-    _transform_scores(x, transform, temp, path, fmt, config.similarity) for path, fmt in _eval_files(config)
-  ]
+  teacher = Teacher(transform, temp, config.similarity, config.objective)
+  teacher.save(workdir / "transform.npz")
+  evaluations = [_transform_scores(x, teacher, path, fmt) for path, fmt in _eval_files(config)]
   results = {
     "embeddings": str(config.embeddings),
     "n_objects": len(x),

@@ -1,81 +1,14 @@
-"""Reports: the results of several evaluation runs side by side.
-
-`write_report(config, workdir)` is what `python -m experiments.report` runs. It reads each run's
-`results.json` (and `arrays.npz`, written by `aligned.evaluate`) and writes, atomically:
-
-- `workdir/report.md`: tables with 95 % intervals beside the noise ceiling and chance: the main
-  table (THINGS odd-one-out, uncertainty, RSA), accuracy per THINGS category, the Levels abstraction
-  levels with the human noise ceiling and reaction times, uncertainty alignment, and few-shot /
-  distribution-shift transfer when a run has them (`fewshot`, `shift` keys);
-- `workdir/results.json`: the gathered runs' results, by run name;
-- `workdir/results.csv`: every number of those tables in long form
-  (`run, section, group, metric, value, ci95_low, ci95_high, n`);
-- `workdir/plots/`: RSMs of the THINGS objects sorted by category (human and models side by side),
-  accuracy per abstraction level with the noise ceiling, reliability diagrams, and model-vs-human
-  entropy scatter; a plot is left out (and the report says why) when no run has its data.
-"""
+"""The report's tables: one section per kind of result, each a markdown table plus long-form CSV rows."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
-import os
-import pathlib
 
-import ml_collections
-import numpy as np
-
-from aligned import artifacts, report_plots
 from aligned.data.levels import LEVEL_NAMES, LEVELS
-from aligned.errors import DataError
+from aligned.report.runs import Run
 
 CSV_COLUMNS = ("run", "section", "group", "metric", "value", "ci95_low", "ci95_high", "n")
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  name: str
-  path: pathlib.Path
-  results: dict
-  arrays: dict  # from arrays.npz; empty when the run has none
-
-
-def load_run(path: str | os.PathLike, name: str = "") -> Run:
-  """A finished run: its results.json (required) and arrays.npz (optional)."""
-  path = pathlib.Path(path)
-  results_path = path / "results.json"
-  if not results_path.exists():
-    raise DataError(results_path, "not found: not a finished run (evaluate writes results.json last)")
-  try:
-    results = json.loads(results_path.read_text())
-  except json.JSONDecodeError as e:
-    raise DataError(results_path, f"not valid JSON ({e.msg})", row=e.lineno) from None
-  if not isinstance(results, dict):
-    raise DataError(results_path, "expected a JSON object")
-  arrays = {}
-  if (path / "arrays.npz").exists():
-    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
-      arrays = {k: npz[k] for k in npz.files}
-  return Run(name or path.name, path, results, arrays)
-
-
-def _split(value: str) -> list[str]:
-  return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
-def gather(config: ml_collections.ConfigDict) -> list[Run]:
-  paths, names = _split(config.runs), _split(config.names)
-  if not paths:
-    raise ValueError("set --config.runs to a comma-separated list of run workdirs")
-  if names and len(names) != len(paths):
-    raise ValueError(f"{len(names)} names for {len(paths)} runs")
-  runs = [load_run(p, names[i] if names else "") for i, p in enumerate(paths)]
-  seen = [r.name for r in runs]
-  if len(set(seen)) != len(seen):
-    raise ValueError(f"run names repeat ({', '.join(seen)}); give --config.names")
-  return runs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,7 +72,7 @@ class Records:
 # ------------------------------------------------------------------------------------------------
 
 
-def _main_section(runs: list[Run], records: Records) -> str:
+def main_section(runs: list[Run], records: Records) -> str:
   header = [
     "run",
     "odd-one-out accuracy [95 % CI]",
@@ -194,7 +127,7 @@ def _main_section(runs: list[Run], records: Records) -> str:
   return "## Odd-one-out accuracy and RSA\n\n" + markdown_table(header, rows) + "\n\n" + notes + "\n"
 
 
-def _category_section(runs: list[Run], records: Records) -> str:
+def category_section(runs: list[Run], records: Records) -> str:
   with_categories = [run for run in runs if "per_category" in run.results]
   if not with_categories:
     return ""
@@ -232,7 +165,7 @@ def _category_section(runs: list[Run], records: Records) -> str:
   )
 
 
-def _levels_section(runs: list[Run], records: Records) -> str:
+def levels_section(runs: list[Run], records: Records) -> str:
   with_levels = [run for run in runs if "levels" in run.results]
   if not with_levels:
     return "## Levels\n\nNo run has Levels results (evaluate with `--config.levels=RESPONSES.csv`).\n"
@@ -273,7 +206,7 @@ def _levels_section(runs: list[Run], records: Records) -> str:
   return "## Levels: accuracy per abstraction level\n\n" + markdown_table(header, rows) + "\n\n" + note + "\n"
 
 
-def _uncertainty_section(runs: list[Run], records: Records) -> str:
+def uncertainty_section(runs: list[Run], records: Records) -> str:
   header = ["run", "data", "T (CV)", "fold T", "held-out NLL", "KL [95 % CI]", "entropy rho", "RT rho", "ECE"]
   rows = []
   for run in runs:
@@ -331,7 +264,7 @@ def _leaves(tree, prefix=()):
     yield prefix, tree
 
 
-def _transfer_section(runs: list[Run], records: Records, key: str, title: str) -> str:
+def transfer_section(runs: list[Run], records: Records, key: str, title: str) -> str:
   with_key = [run for run in runs if isinstance(run.results.get(key), dict)]
   if not with_key:
     return ""
@@ -356,59 +289,3 @@ def _transfer_section(runs: list[Run], records: Records, key: str, title: str) -
     for path, cells in table.items()
   ]
   return f"## {title}\n\n" + markdown_table(header, rows) + "\n"
-
-
-# ------------------------------------------------------------------------------------------------
-# The report
-# ------------------------------------------------------------------------------------------------
-
-
-def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Gathers the runs, writes report.md, results.csv and plots/; returns a summary."""
-  workdir = pathlib.Path(workdir)
-  runs = gather(config)
-  records = Records()
-  sections = [
-    _main_section(runs, records),
-    _category_section(runs, records),
-    _levels_section(runs, records),
-    _uncertainty_section(runs, records),
-    _transfer_section(runs, records, "fewshot", "Few-shot linear probes (accuracy, mean ± std over seeds)"),
-    _transfer_section(runs, records, "shift", "Distribution shift"),
-  ]
-  plots, missing = report_plots.make_plots(runs, workdir / "plots") if config.plots else ({}, {})
-  plot_lines = [f"- `{name}`: ![{name}](plots/{file})" for name, file in plots.items()]
-  plot_lines += [f"- {name}: not drawn ({why})" for name, why in missing.items()]
-  runs_lines = [f"- `{run.name}`: `{run.path}`" for run in runs]
-  text = "\n".join(
-    [
-      f"# {config.title}",
-      "",
-      "Runs:",
-      *runs_lines,
-      "",
-      *[s for s in sections if s],
-      "## Plots",
-      "",
-      *plot_lines,
-      "",
-    ]
-  )
-  workdir.mkdir(parents=True, exist_ok=True)
-  artifacts.write_json(workdir / "config.json", config.to_dict())
-  artifacts.write_json(workdir / "results.json", {run.name: run.results for run in runs})
-  with artifacts.atomic_path(workdir / "results.csv") as tmp:
-    tmp.write_text(records.to_csv())
-  with artifacts.atomic_path(workdir / "report.md") as tmp:
-    tmp.write_text(text)
-  return {
-    "runs": [run.name for run in runs],
-    "report": str(workdir / "report.md"),
-    "plots": plots,
-    "text": text,
-  }
-
-
-def format_summary(summary: dict) -> str:
-  main = summary["text"].split("## ", 2)
-  return ("## " + main[1]).strip() if len(main) > 1 else summary["text"]

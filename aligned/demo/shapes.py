@@ -249,7 +249,7 @@ def _existing(folder: pathlib.Path, settings: dict) -> bool:
     raise DataError(marker, f"built with other settings: {differ}; use another data_dir")
   if folder.exists():
     raise DataError(
-      folder, f"an {DATASET} not built by aligned.data.shapes (no {SETTINGS_FILE}): use another data_dir"
+      folder, f"an {DATASET} not built by aligned.demo.shapes (no {SETTINGS_FILE}): use another data_dir"
     )
   return False
 
@@ -331,7 +331,7 @@ def build_shapes_dataset(
     (out / HIERARCHY_FILE).write_text("synset\tclass\tsuperclass\n" + "\n".join(rows) + "\n")
     pairs = [f"{c['synset']}\t{c['superclass']}" for c in classes]
     (out / SUPERCLASS_FILE).write_text(
-      "# synset superclass (aligned.data.shapes)\n" + "\n".join(pairs) + "\n"
+      "# synset superclass (aligned.demo.shapes)\n" + "\n".join(pairs) + "\n"
     )
     record = {"settings": settings, "classes": classes, "counts": counts}
     artifacts.write_json(

@@ -1,0 +1,182 @@
+"""Item sources: what the item indices of a store, an AligNet file or a human triplet file point to.
+
+Two kinds, one per consumer:
+- *records* (`record(i) -> (id, uint8 image)`), read by extraction and wrapped by `ImageItems`:
+  `ImageFolderSource` (every image under a folder, item i = the i-th relative path in sorted order,
+  the path its id) and `TfdsSource` (a `tfds.data_source` split, item i = record i, the index AligNet
+  files store; id = the record's `file_name`);
+- *model inputs* (`load(indices) -> {name: [m, ...]}`), read by the student: `ImageItems` (records
+  decoded and cubic-resized by host threads), `TextItems` (texts tokenised once, e.g. the THINGS
+  concepts from `things_texts`) and `SyntheticImages` (a generated learnable task for smoke runs).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+
+import numpy as np
+
+from aligned.backbones.preprocessing import preprocess
+from aligned.data import things
+from aligned.data.alignet_files import alignet_path, write_alignet
+from aligned.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def things_texts(template: str) -> tuple[np.ndarray, list[str]]:
+  """(concept ids, texts) of the 1,854 THINGS concepts in sorted order, from a template with the
+  fields {word}, {id}, {definition}."""
+  concepts = things.load_concepts()
+  try:
+    texts = [
+      template.format(word=w, id=i, definition=d)
+      for w, i, d in zip(concepts.words, concepts.ids, concepts.definitions, strict=True)
+    ]
+  except (KeyError, IndexError) as e:
+    raise ValueError(
+      f"template {template!r} uses an unknown field {e}; known: word, id, definition"
+    ) from None
+  return np.asarray(concepts.ids), texts
+
+
+def image_folder_items(root: str | os.PathLike) -> np.ndarray:
+  """Relative paths of all images under `root`, sorted (the store's item order)."""
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise DataError(root, "image folder not found")
+  paths = sorted(
+    p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+  )
+  if not paths:
+    raise DataError(root, f"no images ({', '.join(IMAGE_SUFFIXES)}) under this folder")
+  return np.asarray(paths)
+
+
+def load_image(path: pathlib.Path) -> np.ndarray:
+  """Decodes one image to uint8 RGB; a DataError naming the file if it cannot be read."""
+  from PIL import Image, UnidentifiedImageError
+
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert("RGB"))
+  except (OSError, UnidentifiedImageError) as e:
+    raise DataError(path, f"cannot decode image ({e})") from None
+
+
+class ImageFolderSource:
+  """Images under a folder; item i is the i-th relative path in sorted order (its id)."""
+
+  def __init__(self, root: str | os.PathLike):
+    self.root, self.ids = pathlib.Path(root), image_folder_items(root)
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def record(self, i: int) -> tuple[str, np.ndarray]:
+    return str(self.ids[i]), load_image(self.root / self.ids[i])
+
+
+class TfdsSource:
+  """A `tfds.data_source` split; item i is record i (the index AligNet files store), id = file_name."""
+
+  def __init__(self, name: str, split: str, data_dir: str = ""):
+    import tensorflow_datasets as tfds
+
+    try:
+      self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+      raise DataError(data_dir or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
+    self.name = f"{name}/{split}"
+    if len(self.source) == 0:
+      raise DataError(data_dir, f"tfds {self.name} is empty")
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def record(self, i: int) -> tuple[str, np.ndarray]:
+    example = self.source[i]
+    name = example.get("file_name", str(i))
+    return (name.decode() if isinstance(name, bytes) else str(name)), np.asarray(example["image"])
+
+
+class TextItems:
+  """Texts tokenised once (fixed length); lookups are array indexing."""
+
+  kind = "text"
+
+  def __init__(self, texts: list[str], encoder):
+    tokens = encoder.tokenize(texts)
+    # Right padding: cut to the longest text rounded up to 8 (a mask-weighted mean pool is unchanged).
+    length = -(-int(tokens["attention_mask"].sum(1).max()) // 8) * 8
+    self.tokens = {k: np.ascontiguousarray(v[:, :length]) for k, v in tokens.items()}
+    self.n = len(texts)
+
+  def __len__(self) -> int:
+    return self.n
+
+  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[items] for k, v in self.tokens.items()}
+
+
+class ImageItems:
+  """Records of a `tfds.data_source` (item i = record i), decoded and resized by host threads."""
+
+  kind = "image"
+
+  def __init__(self, source, size: int, normalization: str = "none", workers: int = 8):
+    self.source, self.size, self.normalization = source, size, normalization
+    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _one(self, i: int) -> np.ndarray:
+    return preprocess(self.source.record(int(i))[1], self.size, self.normalization)
+
+  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
+    return {"image": np.stack(list(self.pool.map(self._one, items)))}
+
+
+class SyntheticImages:
+  """A learnable synthetic task: item i has a latent z_i ~ N(0, I_k) and its image is a fixed smooth
+  function of it (`tanh` of a random linear map, [size, size, 3] in [0, 1]); the "teacher" similarity
+  of two items is `scale * z_i . z_j`."""
+
+  kind = "image"
+
+  def __init__(
+    self, n_items: int = 256, size: int = 16, latent_dim: int = 4, seed: int = 0, scale: float = 3.0
+  ):
+    rng = np.random.default_rng(seed)
+    self.latents = rng.normal(size=(n_items, latent_dim)).astype(np.float32)
+    mixing = rng.normal(size=(latent_dim, size * size * 3)).astype(np.float32) / np.sqrt(latent_dim)
+    self.images = (0.5 + 0.5 * np.tanh(self.latents @ mixing)).reshape(n_items, size, size, 3)
+    self.scale, self.size = scale, size
+
+  def __len__(self) -> int:
+    return len(self.latents)
+
+  def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
+    return {"image": self.images[items]}
+
+  def write_alignet(
+    self, root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
+  ) -> dict[str, pathlib.Path]:
+    """Writes `root/uncertainty_distillation/{train,val}_synthetic.npz` (release format)."""
+    rng = np.random.default_rng([seed, 1])
+    n = len(self)
+    triplets = np.stack([rng.choice(n, 3, replace=False) for _ in range(n_train + n_val)])
+    z = self.latents[triplets]
+    sims = self.scale * np.stack(
+      [(z[:, 0] * z[:, 1]).sum(-1), (z[:, 0] * z[:, 2]).sum(-1), (z[:, 1] * z[:, 2]).sum(-1)], axis=1
+    )
+    names = np.asarray([f"synthetic_{i:05d}.png" for i in range(n)])
+    paths = {}
+    for split, rows in (("val", slice(0, n_val)), ("train", slice(n_val, None))):
+      paths[split] = alignet_path(root, "uncertainty_distillation", split, "synthetic")
+      paths[split].parent.mkdir(parents=True, exist_ok=True)
+      write_alignet(paths[split], names[triplets[rows]], sims[rows], triplets[rows], n_images=n)
+    return paths

@@ -1,0 +1,212 @@
+"""A student run built from its config: everything `finetune` needs, checked before any training.
+
+`build_run(config, workdir)`: mesh -> backbone + triplet head -> item source (what the files'
+indices point into) -> AligNet rows -> optimiser (Adam, decay to init, warmup-cosine) -> `Trainer` ->
+evaluators (validation files, human triplets) -> orbax checkpoint manager. A workdir that holds a run
+with other settings (`RESUME_KEYS`) is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+
+from aligned import artifacts, distributed, evaluators
+from aligned.backbones import build_backbone
+from aligned.data import items as item_sources
+from aligned.data import triplets as triplets_io
+from aligned.errors import DataError
+from aligned.student import data as student_data
+from aligned.student.evaluators import HumanEvaluator, ValidationEvaluator, embed_items
+from aligned.student.model import Student
+from aligned.student.optimizer import make_optimizer, warmup_cosine
+from aligned.student.trainer import LOSSES, Trainer
+
+# Settings that change the trained parameters: a resumed run must have the same ones.
+RESUME_KEYS = (
+  "backbone",
+  "checkpoint",
+  "random_backbone",
+  "head_dim",
+  "train",
+  "data",
+  "loss",
+  "tau",
+  "optimizer",
+  "batch_size",
+  "steps",
+  "seed",
+  "dtype",
+)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class Run:
+  """One student run, built and checked: the trainer, its data, its evaluators and checkpoints."""
+
+  config: ml_collections.ConfigDict
+  workdir: pathlib.Path
+  trainer: Trainer
+  schedule: optax.Schedule
+  items: object  # the item source of the AligNet files' indices
+  train_rows: student_data.TripletRows
+  order: student_data.BatchOrder
+  validation: list[ValidationEvaluator]
+  human: HumanEvaluator | None
+  checkpoints: ocp.CheckpointManager
+
+
+def build_items(config, backbone, kind: str):
+  """The item source the triplet indices point into."""
+  d = config.data
+  if d.source == "synthetic":
+    return item_sources.SyntheticImages(d.synthetic.n_items, d.synthetic.image_size, seed=d.synthetic.seed)
+  if d.source == "things_words":
+    if kind != "text":
+      raise ValueError("data.source=things_words needs a text backbone (e.g. minilm)")
+    return item_sources.TextItems(item_sources.things_texts(d.template)[1], backbone)
+  if d.source == "tfds":
+    if kind != "image":
+      raise ValueError("data.source=tfds needs an image backbone")
+    size = d.image_size or backbone.image_size
+    normalization = d.normalization if d.preprocessing == "backbone" else "none"
+    source = item_sources.TfdsSource(d.tfds_name, d.tfds_split, d.tfds_data_dir)
+    return item_sources.ImageItems(source, size, normalization, workers=d.workers)
+  raise ValueError(f"unknown data.source {d.source!r}; expected tfds, things_words or synthetic")
+
+
+def things_items(config, backbone, kind: str):
+  """The 1,854 THINGS objects as student inputs (sorted order), or None when they cannot be made."""
+  h = config.human_eval
+  if not h.triplets:
+    return None
+  if kind == "text":
+    return item_sources.TextItems(item_sources.things_texts(h.template or config.data.template)[1], backbone)
+  if h.image_folder:  # one image per THINGS concept, files sorted in the sorted THINGS order
+    source = item_sources.ImageFolderSource(h.image_folder)
+    if len(source) != 1854:
+      raise DataError(h.image_folder, f"expected 1854 THINGS images (one per concept), found {len(source)}")
+    size = config.data.image_size or backbone.image_size
+    return item_sources.ImageItems(source, size, "none", workers=config.data.workers)
+  return None
+
+
+def resolve_data(config, workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """`config.data` with its AligNet root; the smoke task first writes its own synthetic files."""
+  d = config.data
+  if d.source != "synthetic" or d.root:
+    if not d.root:
+      raise ValueError("set --config.data.root to a folder of AligNet files (experiments.generate)")
+    return d
+  d = ml_collections.ConfigDict(d.to_dict())
+  root = workdir / "synthetic_alignet"
+  written_last = student_data.alignet_path(root, "uncertainty_distillation", "train", "synthetic")
+  if jax.process_index() == 0 and not written_last.exists():
+    source = item_sources.SyntheticImages(d.synthetic.n_items, d.synthetic.image_size, seed=d.synthetic.seed)
+    source.write_alignet(root, d.synthetic.n_train, d.synthetic.n_val, seed=d.synthetic.seed)
+  distributed.barrier("synthetic data")
+  d.root, d.samplings, d.transform = str(root), ("synthetic",), "uncertainty_distillation"
+  return d
+
+
+def check_resume(workdir: pathlib.Path, config) -> None:
+  """Refuses a workdir whose config.json has other `RESUME_KEYS`; writes config.json otherwise."""
+  path = workdir / "config.json"
+  current = {k: config.to_dict().get(k) for k in RESUME_KEYS}
+  if path.exists():
+    saved = json.loads(path.read_text())
+    before = {k: saved.get(k) for k in RESUME_KEYS}
+    if json.loads(json.dumps(before)) != json.loads(json.dumps(current)):
+      changed = [k for k in RESUME_KEYS if json.dumps(before[k]) != json.dumps(current[k])]
+      raise ValueError(
+        f"{workdir} holds a run with other settings ({', '.join(changed)}); use a new --workdir"
+      )
+  if jax.process_index() == 0:
+    artifacts.write_json(path, config.to_dict())
+
+
+def checkpoint_manager(
+  workdir: pathlib.Path, keep: int = 3, use_async: bool = False
+) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep, enable_async_checkpointing=use_async, cleanup_tmp_directories=True
+  )
+  return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+
+
+def _human_evaluator(config, trainer: Trainer, backbone, kind: str) -> HumanEvaluator | None:
+  objects = things_items(config, backbone, kind)
+  if objects is None:
+    return None
+  human = triplets_io.read_triplets(
+    config.human_eval.triplets, config.human_eval.format, n_objects=len(objects)
+  )
+  embed = lambda params: embed_items(trainer, params, objects, config.batch_size)  # noqa: E731
+  return HumanEvaluator(evaluators.HumanTripletEvaluator(human, embed, "dot"))
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
+  """Everything a run needs, from its config (see the module docstring). Sets `config.data.root` (and
+  samplings) of the smoke task to the synthetic files it writes, so config.json records them."""
+  if config.loss not in LOSSES:
+    raise ValueError(f"unknown loss {config.loss!r}; expected one of {tuple(LOSSES)}")
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {jax.device_count()} devices")
+  workdir.mkdir(parents=True, exist_ok=True)
+  d = config.data = resolve_data(config, workdir)
+  check_resume(workdir, config)
+
+  mesh = distributed.make_mesh(config.mesh.data, config.mesh.fsdp)
+  random_config = config.random_backbone.to_dict() if config.random_backbone else None
+  backbone, kind = build_backbone(config.backbone, config.checkpoint, random_config, seed=config.seed)
+  student = Student(backbone, kind, config.head_dim, config.train, DTYPES[config.dtype])
+  items = build_items(config, backbone, kind)
+  train_files = student_data.alignet_files(d.root, d.transform, "train", d.samplings)
+  train_rows = student_data.TripletRows(train_files, n_items=len(items))
+
+  o = config.optimizer
+  schedule = warmup_cosine(o.learning_rate, config.steps, o.warmup_steps)
+  optimizer = make_optimizer(
+    learning_rate=schedule,
+    decay_rate=o.decay_to_init,
+    b1=o.b1,
+    b2=o.b2,
+    eps=o.eps,
+    clip_norm=o.clip_norm,
+    trainable=student.trainable_mask,
+  )
+  trainer = Trainer.create(student, optimizer, mesh, config.loss, config.tau, config.seed)
+  validation = [
+    ValidationEvaluator(
+      s,
+      student_data.TripletRows([p], n_items=len(items), limit=config.eval.max_triplets),
+      items,
+      trainer,
+      config.batch_size,
+    )
+    for s, p in zip(
+      d.samplings, student_data.alignet_files(d.root, d.transform, "val", d.samplings), strict=True
+    )
+    if p.exists()
+  ]
+  c = config.checkpointing
+  return Run(
+    config=config,
+    workdir=workdir,
+    trainer=trainer,
+    schedule=schedule,
+    items=items,
+    train_rows=train_rows,
+    order=student_data.BatchOrder(len(train_rows), config.batch_size, config.seed),
+    validation=validation,
+    human=_human_evaluator(config, trainer, backbone, kind),
+    checkpoints=checkpoint_manager(workdir, c.keep, c.use_async),
+  )
