@@ -119,11 +119,12 @@ class Trainer:
     if loss not in LOSSES:
       raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
 
-    def init_state():
-      params = student.init(jax.random.key(seed))
+    def init_state(rng):
+      params = student.init(rng)
       return TrainState(jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), params, optimizer.init(params))
 
-    shapes = jax.eval_shape(init_state)
+    rng = jax.random.key(seed)
+    shapes = jax.eval_shape(init_state, rng)
     sharding = distributed.state_shardings(shapes, mesh)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, sharding)
     batch, replicated = NamedSharding(mesh, P(distributed.BATCH_AXES)), NamedSharding(mesh, P())
@@ -132,7 +133,7 @@ class Trainer:
       student=student,
       mesh=mesh,
       abstract_state=abstract,
-      init=jax.jit(init_state, out_shardings=sharding),
+      init=functools.partial(jax.jit(init_state, out_shardings=sharding), rng),
       train_step=jax.jit(
         step, donate_argnums=0, in_shardings=(sharding, batch), out_shardings=(sharding, replicated)
       ),
