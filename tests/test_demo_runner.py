@@ -1,0 +1,59 @@
+"""The demo's stage runner on toy stages: skip what is done, redo what changed and what depends on it."""
+
+import json
+
+import ml_collections
+
+from aligned import artifacts
+from aligned.demo.runner import Stage, run_stages
+
+
+def _table(calls: list, value: int = 1):
+  def make(name):
+    def fn(config, folder):
+      calls.append(name)
+      artifacts.write_json(folder / "results.json", {"value": config.value})
+      (folder / "out.txt").write_text(f"{name} {config.value}")
+      return {"value": config.value}
+
+    return fn
+
+  def always(config, folder):
+    calls.append("report")
+    return {}
+
+  return [
+    Stage("a", "a", ml_collections.ConfigDict({"value": value}), make("a"), outputs={"a/out.txt": "a.txt"}),
+    Stage("b", "b", ml_collections.ConfigDict({"value": 2}), make("b"), deps=("a",)),
+    Stage("c", "c", ml_collections.ConfigDict({"value": 3}), make("c")),
+    Stage("report", ".", ml_collections.ConfigDict(), always, always=True),
+  ]
+
+
+def test_skips_done_stages_and_reruns_a_changed_one_with_its_dependents(tmp_path):
+  calls, logs = [], []
+  done = run_stages(_table(calls), tmp_path, logs.append)
+  assert calls == ["a", "b", "c", "report"] and done.ran == {"a", "b", "c"}
+  assert (tmp_path / "a.txt").read_text() == "a 1"  # outputs are copied into place
+
+  calls.clear()
+  again = run_stages(_table(calls), tmp_path, logs.append)
+  assert calls == ["report"] and again.timings["a"] is None and again.results["b"] == {"value": 2}
+
+  calls.clear()
+  (tmp_path / "b" / "stale.txt").write_text("left by the old run")
+  changed = run_stages(_table(calls, value=5), tmp_path, logs.append)
+  assert calls == ["a", "b", "report"] and changed.ran == {"a", "b"}
+  assert not (tmp_path / "b" / "stale.txt").exists()  # a rerun starts from an empty folder
+  assert (tmp_path / "a.txt").read_text() == "a 5"
+  assert json.loads((tmp_path / "a" / "stage_config.json").read_text()) == {"value": 5}
+
+
+def test_an_unfinished_stage_runs_again_in_its_folder(tmp_path):
+  calls = []
+  table = _table(calls)
+  (tmp_path / "c").mkdir()
+  (tmp_path / "c" / "partial.txt").write_text("kept: the stage resumes from it")
+  artifacts.write_json(tmp_path / "c" / "stage_config.json", {"value": 3})
+  run_stages(table, tmp_path, lambda line: None)
+  assert "c" in calls and (tmp_path / "c" / "partial.txt").exists()
