@@ -18,7 +18,7 @@ stores that are not given are skipped (listed in details.skipped). BREEDS-style 
 
 import ml_collections
 
-from aligned.transfer import LOGISTIC_L2S, RIDGE_L2S
+from aligned.probes import LOGISTIC_L2S, RIDGE_L2S
 
 IMAGENET_SHIFTS = (
   "imagenet2012/validation",
