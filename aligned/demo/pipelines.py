@@ -27,12 +27,13 @@ import json
 import os
 import pathlib
 import time
+from collections.abc import Callable
 
 import ml_collections
 
 from aligned import artifacts
 from aligned.demo import people, shapes
-from aligned.demo.runner import Stage, run_stages
+from aligned.demo.runner import Stage, StageRun, run_stages
 from aligned.evaluate import evaluate
 from aligned.extract import extract
 from aligned.generation.generate import generate
@@ -45,11 +46,12 @@ STUDENTS = {"alignet_student": "uncertainty_distillation", "unalignet_student": 
 
 @dataclasses.dataclass
 class Demo:
-  """A demo as data: its stages, the models it evaluates (stage -> display name) and its title."""
+  """A demo as data: its stages, the models it evaluates (model -> display name, table order) and the
+  extra keys of its results.json, from what the stages returned."""
 
   stages: list[Stage]
   names: dict[str, str]
-  title: str
+  describe: Callable[[StageRun], dict]
 
 
 def _sub(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
@@ -165,7 +167,15 @@ def text_demo(config, w: pathlib.Path) -> Demo:
     "unalignet_student": (w / "untransformed_student_things_embeddings.npy", "", {}, ("unalignet_student",)),
   }
   title = "AligNet demo: MiniLM on THINGS"
-  return Demo([*stages, *_evaluate_and_report(config, w, models, TEXT_NAMES, title)], TEXT_NAMES, title)
+
+  def describe(done: StageRun) -> dict:
+    teacher = done.results["teacher"]
+    return {
+      "items": f"1,854 THINGS concepts, texts {config.template!r}",
+      "teacher": {k: teacher.get(k) for k in ("best", "temperature") if k in teacher},
+    }
+
+  return Demo([*stages, *_evaluate_and_report(config, w, models, TEXT_NAMES, title)], TEXT_NAMES, describe)
 
 
 IMAGE_NAMES = {
@@ -227,7 +237,8 @@ def image_demo(config, w: pathlib.Path) -> Demo:
     **{name: (w / f"{name}_item_embeddings.npy", "", held_out, (name,)) for name in STUDENTS},
   }
   title = "AligNet image demo: random ViT on generated shapes"
-  return Demo([*stages, *_evaluate_and_report(config, w, models, IMAGE_NAMES, title)], IMAGE_NAMES, title)
+  stages += _evaluate_and_report(config, w, models, IMAGE_NAMES, title)
+  return Demo(stages, IMAGE_NAMES, lambda done: {"items": done.results["people"]["items"]})
 
 
 DEMOS = {"text": text_demo, "images": image_demo}
@@ -244,14 +255,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
   demo = DEMOS[config.variant](config, workdir)
   done = run_stages(demo.stages, workdir, log)
   evaluations = {name: done.results[f"evaluate {name}"] for name in demo.names}
-  results = _summary(evaluations, done, demo.names, total)
-  if config.variant == "text":
-    results["items"] = f"1,854 THINGS concepts, texts {config.template!r}"
-    results["teacher"] = {
-      k: done.results["teacher"].get(k) for k in ("best", "temperature") if k in done.results["teacher"]
-    }
-  else:
-    results["items"] = done.results["people"]["items"]
+  results = {**_summary(evaluations, done, demo.names, total), **demo.describe(done)}
   artifacts.write_json(workdir / "results.json", results)  # written last: the demo is complete
   return results
 
