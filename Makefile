@@ -3,7 +3,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# The human data: ../shared/data beside the checkout when present, else the download cache.
+# The human data: a shared/data folder beside the checkout when present, else the download cache.
 ALIGNED_DATA ?= $(if $(wildcard ../shared/data/MANIFEST.tsv),$(abspath ../shared/data),$(HOME)/.cache/aligned/data)
 export ALIGNED_DATA
 

@@ -9,6 +9,7 @@ with other settings (`RESUME_KEYS`) is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 
@@ -149,7 +150,7 @@ def _human_evaluator(config, trainer: Trainer, backbone, kind: str) -> HumanEval
   human = triplets_io.read_triplets(
     config.human_eval.triplets, config.human_eval.format, n_objects=len(objects)
   )
-  embed = lambda params: embed_items(trainer, params, objects, config.batch_size)  # noqa: E731
+  embed = functools.partial(embed_items, trainer, items=objects, batch_size=config.batch_size)
   return HumanEvaluator(evaluators.HumanTripletEvaluator(human, embed, "dot"))
 
 
