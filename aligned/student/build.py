@@ -23,6 +23,7 @@ from aligned import artifacts, distributed, evaluators
 from aligned.backbones import build_backbone
 from aligned.data import items as item_sources
 from aligned.data import triplets as triplets_io
+from aligned.data.alignet_files import alignet_path
 from aligned.errors import DataError
 from aligned.student import data as student_data
 from aligned.student.evaluators import HumanEvaluator, ValidationEvaluator, embed_items
@@ -109,7 +110,7 @@ def resolve_data(config, workdir: pathlib.Path) -> ml_collections.ConfigDict:
     return d
   d = ml_collections.ConfigDict(d.to_dict())
   root = workdir / "synthetic_alignet"
-  written_last = student_data.alignet_path(root, "uncertainty_distillation", "train", "synthetic")
+  written_last = alignet_path(root, "uncertainty_distillation", "train", "synthetic")
   if jax.process_index() == 0 and not written_last.exists():
     source = item_sources.SyntheticImages(d.synthetic.n_items, d.synthetic.image_size, seed=d.synthetic.seed)
     source.write_alignet(root, d.synthetic.n_train, d.synthetic.n_val, seed=d.synthetic.seed)

@@ -6,10 +6,9 @@ rows at positions `[t * B, (t + 1) * B)` of the endless sequence of epochs. So t
 function of (seed, step) alone: a resumed run sees exactly the batches it would have seen, and
 process k of P reads rows `[k * B / P, (k + 1) * B / P)` of each batch.
 
-Items. An item source turns item indices (the `indices` column of the files) into model inputs:
-`ImageItems` (a tfds data source such as imagenet2012/train, decoded and resized in host threads),
-`TextItems` (pre-tokenised texts, e.g. the THINGS concepts) or `SyntheticImages` (generated, for the
-smoke variant and tests). Batches are decoded ahead of the device by a background thread.
+Items. An item source (`aligned.data.items`: `ImageItems`, `TextItems`, `SyntheticImages`) turns item
+indices (the `indices` column of the files) into model inputs; `load_batch` decodes each item of a
+batch once, and a `Prefetcher` thread decodes batches ahead of the device.
 """
 
 from __future__ import annotations
