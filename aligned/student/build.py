@@ -61,7 +61,7 @@ class Run:
   items: object  # the item source of the AligNet files' indices
   train_rows: student_data.TripletRows
   order: student_data.BatchOrder
-  validation: list[ValidationEvaluator]
+  validation: list[evaluators.Evaluator]  # ValidationEvaluator per val file: run(params) -> dict
   human: HumanEvaluator | None
   checkpoints: ocp.CheckpointManager
 
