@@ -15,8 +15,10 @@ temperature is the uncertainty section's business). Beside them:
   between_class, local = within_class, class_boundary), with the human noise ceiling per level,
   reaction-time summaries and the uncertainty metrics including RT correlations.
 
-Per-triplet arrays for the report's plots go to `workdir/arrays.npz` (model and human RSMs with their
-object ids and categories, entropies, reliability bins), written before `results.json`.
+Per-triplet arrays for the report go to `workdir/arrays.npz` (responses each model predicts and
+responses per triplet, `things_hits` / `things_responses`, for paired comparisons of models; model and
+human RSMs with their object ids and categories, entropies, reliability bins), written before
+`results.json`.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def _things_results(config, transform) -> tuple[dict, dict]:
   human = triplets_io.read_triplets(config.triplets, config.triplets_format, n_objects=len(embeddings))
   evaluator = HumanTripletEvaluator(human, fixed(embeddings), config.similarity, config.temperature)
   sims = evaluator.similarities(embeddings)
-  summary = metrics.accuracy_summary(sims, human.counts)
+  hits = metrics.response_hits(sims, human.counts)
+  summary = metrics.accuracy_summary(sims, human.counts, hits)
   results = {
     "embeddings": str(config.embeddings),
     "embeddings_order": config.embeddings_order,
@@ -169,7 +172,11 @@ def _things_results(config, transform) -> tuple[dict, dict]:
     "noise_ceiling_ci95": summary["noise_ceiling_ci95"],
     "loo_agreement": summary["loo_agreement"],
   }
-  arrays = {}
+  # per triplet, in the file's order: what paired comparisons of models need (report differences)
+  arrays = {
+    "things_hits": hits.astype(np.float32),
+    "things_responses": human.counts.sum(axis=1).astype(np.float32),
+  }
 
   if config.categories and len(embeddings) == things.N_OBJECTS:
     concepts = things.load_concepts()

@@ -6,6 +6,8 @@ config skips the complete ones. For THINGS sources it also writes `workdir/embed
 
 Sources:
 - `things_words`: the 1,854 THINGS concepts as text from a template (`{word}`, `{word}: {definition}`);
+- `wordnet_nouns`: concrete WordNet nouns outside THINGS (`config.wordnet`), texts from lemma and gloss,
+  ids = synset ids `nXXXXXXXX`;
 - `image_folder`: every image under `config.root` (e.g. THINGS images as `object/object_01b.jpg`),
   ids = relative paths in sorted order.
 Image batches are decoded and preprocessed by host threads ahead of the device (prefetch), sharded
@@ -31,12 +33,12 @@ from aligned import artifacts
 from aligned.backbones import build_backbone, load_text_backbone
 from aligned.backbones.preprocessing import preprocess
 from aligned.data.embeddings import save_embeddings
-from aligned.data.items import ImageFolderSource, TfdsSource, things_texts
+from aligned.data.items import TEXT_SOURCES, ImageFolderSource, TfdsSource, text_source
 from aligned.distributed import data_mesh
 from aligned.embedding_store import EmbeddingStore
 from aligned.progress import Progress
 
-SOURCES = ("things_words", "image_folder", "tfds")
+SOURCES = (*TEXT_SOURCES, "image_folder", "tfds")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -107,7 +109,7 @@ class _Job(NamedTuple):
 
 
 def _text_job(config) -> _Job:
-  ids, texts = things_texts(config.template)
+  ids, texts = text_source(config.source, config.template, config.get("wordnet"))
   encoder = load_text_backbone(config.backbone, config.checkpoint)
   mesh, dtype = data_mesh(), DTYPES[config.compute_dtype]
 
@@ -160,7 +162,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
   workdir = pathlib.Path(workdir)
   if config.source not in SOURCES:
     raise ValueError(f"unknown source {config.source!r}; supported: {', '.join(SOURCES)}")
-  job = _text_job(config) if config.source == "things_words" else _image_job(config)
+  job = _text_job(config) if config.source in TEXT_SOURCES else _image_job(config)
   n_items, expected_ids, embed_shard, description, pool = job
   store = EmbeddingStore(workdir / "store")
   store.open(

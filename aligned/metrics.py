@@ -19,6 +19,9 @@ Definitions:
 - **leave-one-out agreement**: each response is predicted by the modal choice of the *other*
   responses to its triplet; a tie among k modal pairs earns 1/k (a random tie-break in expectation).
   Averaged over responses; an unbiased estimate of how often a new person agrees with the crowd.
+- **paired difference** of two models' accuracies on the same triplets: its 95 % interval is the
+  percentile interval of a paired bootstrap over triplets (both models resampled with the same
+  triplets, so the interval reflects the difference's own variability, not each model's).
 - **per category** (THINGS): a triplet counts for each category that holds all three objects;
   `mixed` = no category holds all three.
 """
@@ -142,6 +145,35 @@ def accuracy_summary(sims: np.ndarray, counts: np.ndarray, hits: np.ndarray | No
     "noise_ceiling": ceiling and ceiling["noise_ceiling"],
     "noise_ceiling_ci95": ceiling and ceiling["noise_ceiling_ci95"],
     "loo_agreement": ceiling and ceiling["loo_agreement"],
+  }
+
+
+def paired_difference(
+  hits_a: np.ndarray, hits_b: np.ndarray, responses: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict:
+  """Accuracy of model a minus model b on the same triplets, with a paired-bootstrap 95 % interval.
+
+  Args:
+    hits_a, hits_b: [t] responses each model predicts (`response_hits`), same triplets, same order.
+    responses: [t] responses per triplet.
+    n_boot: bootstrap resamples of the triplets.
+  Returns {difference, ci95 [lo, hi], p_below_zero (bootstrap fraction <= 0), n_triplets}.
+  """
+  hits_a, hits_b, responses = (np.asarray(v, np.float64) for v in (hits_a, hits_b, responses))
+  if not (hits_a.shape == hits_b.shape == responses.shape) or hits_a.ndim != 1:
+    raise ValueError(f"need equal [t] arrays, got {hits_a.shape}, {hits_b.shape}, {responses.shape}")
+  rng = np.random.default_rng(seed)
+  diff = hits_a - hits_b
+  boot = np.empty(n_boot)
+  for start in range(0, n_boot, 256):  # bounded memory: [256, t] resample indices at a time
+    idx = rng.integers(0, len(diff), size=(min(256, n_boot - start), len(diff)))
+    boot[start : start + len(idx)] = diff[idx].sum(axis=1) / responses[idx].sum(axis=1)
+  lo, hi = np.percentile(boot, [2.5, 97.5])
+  return {
+    "difference": float(diff.sum() / responses.sum()),
+    "ci95": [float(lo), float(hi)],
+    "p_below_zero": float(np.mean(boot <= 0)),
+    "n_triplets": int(len(diff)),
   }
 
 

@@ -97,6 +97,9 @@ class Teacher:
   temperature: float = 1.0
   similarity: str = "dot"
   objective: str = ""  # "" when unknown (a gLocal file)
+  # the raw embeddings' own temperature, fit by the same objective on the same data with the transform
+  # held at identity: it calibrates the untransformed (UnAligNet) labels; 1 when unknown (gLocal)
+  base_temperature: float = 1.0
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes the gLocal arrays plus temperature, similarity and objective, atomically."""
@@ -109,6 +112,7 @@ class Teacher:
       temperature=np.float32(self.temperature),
       similarity=np.asarray(self.similarity),
       objective=np.asarray(self.objective),
+      base_temperature=np.float32(self.base_temperature),
     )
 
 
@@ -116,11 +120,13 @@ def load_teacher(path: str | os.PathLike) -> Teacher:
   """A teacher `.npz` (ours, or a gLocal transform: temperature 1, dot similarity)."""
   transform = load_transform(path)
   with np.load(path, allow_pickle=False) as data:
-    extra = {k: data[k] for k in ("temperature", "similarity", "objective") if k in data.files}
-  temperature = float(extra.get("temperature", 1.0))
-  if not (np.isfinite(temperature) and temperature > 0):
-    raise DataError(path, f"'temperature' must be positive and finite, got {temperature}")
+    keys = ("temperature", "similarity", "objective", "base_temperature")
+    extra = {k: data[k] for k in keys if k in data.files}
+  temperature, base_temperature = (float(extra.get(k, 1.0)) for k in ("temperature", "base_temperature"))
+  for key, value in (("temperature", temperature), ("base_temperature", base_temperature)):
+    if not (np.isfinite(value) and value > 0):
+      raise DataError(path, f"{key!r} must be positive and finite, got {value}")
   similarity = str(extra.get("similarity", "dot"))
   if similarity not in ("dot", "cosine"):
     raise DataError(path, f"'similarity' must be dot or cosine, got {similarity!r}")
-  return Teacher(transform, temperature, similarity, str(extra.get("objective", "")))
+  return Teacher(transform, temperature, similarity, str(extra.get("objective", "")), base_temperature)

@@ -6,21 +6,25 @@
 
 Writes W/store/ (shards + metadata); for THINGS words also W/embeddings.npy ([1854, 384], sorted).
 Variants: things_minilm_word (template "{word}"; 42.10 % on the 2,171 human triplets),
-things_minilm_definition ("{word}: {definition}"; 50.21 %), image_folder (every image under root),
+things_minilm_definition ("{word}: {definition}"; 50.21 %), wordnet_minilm_definition (10,000
+concrete WordNet nouns outside THINGS, "{word}: {definition}" from lemma and gloss), image_folder (every image under root),
 imagenet (tfds imagenet2012 --config.split=train|validation; ids = file names, item i = record i).
 """
 
 import ml_collections
 
+from configs.common import wordnet_nouns
+
 
 def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.source = "things_words"  # things_words | image_folder
+  config.source = "things_words"  # things_words | wordnet_nouns | image_folder | tfds
   config.backbone = "minilm"  # text: minilm; images: vit | clip | dinov2 | siglip
   config.checkpoint = ""  # a local folder (config.json + model.safetensors); empty: the default
   config.random_backbone = ml_collections.ConfigDict()  # image backbones: a transformers config dict ->
   config.seed = 0  # random weights with this seed instead of a checkpoint (smoke runs, the image demo)
-  config.template = "{word}"  # things_words: fields {word}, {id}, {definition}
+  config.template = "{word}"  # text sources: fields {word}, {id}, {definition}
+  config.wordnet = wordnet_nouns()  # wordnet_nouns: which concrete nouns (outside THINGS)
   config.root = ""  # image_folder: the folder to walk
   config.tfds_name = "imagenet2012"  # tfds: a dataset prepared as array_record (see prepare_imagenet)
   config.split = "train"
@@ -34,12 +38,15 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
   config.shard_size = 256
   if variant == "things_minilm_definition":
     config.template = "{word}: {definition}"
+  elif variant == "wordnet_minilm_definition":
+    config.source, config.template = "wordnet_nouns", "{word}: {definition}"
   elif variant == "image_folder":
     config.source, config.backbone, config.batch_size, config.shard_size = "image_folder", "vit", 64, 1024
   elif variant == "imagenet":
     config.source, config.backbone, config.batch_size, config.shard_size = "tfds", "vit", 64, 16384
   elif variant != "things_minilm_word":
     raise ValueError(
-      f"unknown variant {variant!r}; expected things_minilm_word, things_minilm_definition or image_folder"
+      f"unknown variant {variant!r}; expected things_minilm_word, things_minilm_definition, "
+      "wordnet_minilm_definition, image_folder or imagenet"
     )
   return config

@@ -19,7 +19,7 @@ exits. Multi-process: --config.distributed.coordinator=HOST:PORT --config.distri
 import ml_collections
 
 from aligned.data.cache import data_dir
-from configs.common import tiny_vit
+from configs.common import tiny_vit, wordnet_nouns
 
 RELEASE_STUDENTS = {  # variant: (backbone, normalization of the backbone's own preprocessing)
   "vit_b16": ("vit", "imagenet"),
@@ -42,14 +42,15 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.data.root = ""  # AligNet files: ROOT/{transform}/{split}_{sampling}.npz
   config.data.transform = "uncertainty_distillation"  # | untransformed (the UnAligNet control)
   config.data.samplings = ("cluster_border_500", "class_border", "within_class", "between_class")
-  config.data.source = "tfds"  # tfds | things_words | synthetic
+  config.data.source = "tfds"  # tfds | things_words | wordnet_nouns | synthetic
   config.data.tfds_name = "imagenet2012"
   config.data.tfds_split = "train"
   config.data.tfds_data_dir = ""
   config.data.preprocessing = "alignet"  # alignet: cubic resize, [0, 1] | backbone: + its normalisation
   config.data.normalization = "none"  # used when preprocessing = backbone
   config.data.image_size = 224  # 0: the backbone's
-  config.data.template = "{word}"  # texts of THINGS concepts (things_words)
+  config.data.template = "{word}"  # texts of text sources: THINGS concepts (things_words) or wordnet_nouns
+  config.data.wordnet = wordnet_nouns()  # wordnet_nouns: which nouns (as the store's extraction)
   config.data.workers = 16  # host threads decoding images
   config.data.prefetch = 2  # batches decoded ahead of the device
   config.data.synthetic = ml_collections.ConfigDict(
@@ -57,11 +58,14 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   )
 
   config.loss = "jsd"  # jsd | kl | contrastive
-  config.tau = 100.0
+  config.tau = 100.0  # predictions softmax(d / tau); 0: fit at initialisation on validation targets
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 3e-5  # peak of the warmup-cosine schedule
   config.optimizer.warmup_steps = 5_000
   config.optimizer.decay_to_init = 1.0  # update += rate * (params - params at init), before the lr
+  # > 0: the rate is decay_strength / (learning_rate * steps), the same pull for any run length (the
+  # release's 1.0 x 3e-5 x 100 k steps = 3); 0: decay_to_init as given
+  config.optimizer.decay_strength = 0.0
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
   config.optimizer.eps = 1e-8
@@ -75,6 +79,8 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.checkpointing = ml_collections.ConfigDict({"every": 1000, "keep": 3, "use_async": True})
   config.log_every = 50
   config.eval = ml_collections.ConfigDict({"every": 5000, "max_triplets": 10_000})
+  # validation files of these label sets too (e.g. the UnAligNet student on the AligNet labels)
+  config.eval.transforms = ("uncertainty_distillation",)
   config.save_item_embeddings = False  # W/item_embeddings.npy: head outputs of every item (small sources)
   config.human_eval = ml_collections.ConfigDict()
   config.human_eval.triplets = str(data_dir() / "things" / "2171trials_humans.txt")

@@ -16,6 +16,9 @@ def get_config(variant: str = "release") -> ml_collections.ConfigDict:
   config.store = ""  # an embedding store (experiments.extract); ids = ImageNet file names
   config.teacher = ""  # transform.npz of experiments.teacher (with its temperature)
   config.similarity = "dot"  # the similarity the teacher was fitted with
+  # the UnAligNet control's labels s(X) / T_u: calibrated (T_u = the base model's own temperature, from
+  # the teacher) | entropy_matched (T_u matching the teacher labels' mean entropy) | raw (T_u = 1)
+  config.control = "calibrated"
   config.samplings = ("cluster_border_500", "class_border", "within_class", "between_class")
   config.n_train = 10_000_000
   config.n_val = 10_000

@@ -18,6 +18,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.names = ""  # optional comma-separated display names (default: the workdirs' folder names)
   config.title = "Human alignment report"
   config.plots = True
+  # paired differences of THINGS accuracy, "A vs B; A vs C" by run name (paired bootstrap over triplets)
+  config.differences = ""
+  config.seed = 0  # of the bootstrap
   if variant:
     raise ValueError(f"unknown variant {variant!r}; configs/report.py has none")
   return config

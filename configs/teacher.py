@@ -3,8 +3,8 @@
   python -m experiments.teacher --config=configs/teacher.py --config.embeddings=E.npy --workdir=W
 
 E.npy: [1854, d] embeddings of the THINGS objects (sorted order, or --config.embeddings_order=raw).
-Default: uncertainty distillation (KL to soft choice distributions, temperature fitted) on the SPoSE
-stand-in (200 k uniform triplets labelled by the SPoSE 49-d choice model, none of the evaluation
+Default: uncertainty distillation (KL to soft choice distributions; W, b fit at T = 1, then T alone)
+on the SPoSE stand-in (200 k uniform triplets labelled by the SPoSE 49-d choice model, none of the evaluation
 triplets), lambda chosen by 3-fold object-disjoint CV, evaluated on the 2,171 real human triplets.
 Writes W/transform.npz (gLocal keys + temperature), W/results.json, W/metrics.jsonl, W/plots/.
 
@@ -28,14 +28,18 @@ def get_config(variant: str = "distill") -> ml_collections.ConfigDict:
 
   config.triplets = ""  # a human triplet file to train on; empty: the SPoSE stand-in
   config.triplets_format = "odd_last"  # odd_last | things_noise_ceiling
+  # real files: replace one-hot responses by a choice model's probabilities ([objects, k] embedding,
+  # e.g. SPoSE or VICE): distillation of soft targets; empty: the responses themselves
+  config.soft_targets = ""
   config.standin = ml_collections.ConfigDict()
   config.standin.spose = str(things / "spose_embedding_49d_sorted.txt")
-  config.standin.n_triplets = 200_000
+  config.standin.n_triplets = 200_000  # the final fit's and each CV fold's training set
+  config.standin.n_val = 20_000  # each CV fold's held-out triplets (within its held-out objects)
   config.standin.responses = 0  # 0: soft labels; k: k simulated people per triplet
   config.standin.seed = 0
   config.standin.exclude_eval = True  # never train on a triplet of an evaluation file
 
-  config.objective = "distill"  # distill (KL to choice distributions, T fitted) | hard (CE, T = 1)
+  config.objective = "distill"  # distill (KL to choice distributions) | hard (CE of the responses)
   config.regularizer = "identity"  # identity: lambda ||W - mean(diag W) I||^2 | l2
   config.similarity = "dot"  # dot | cosine
   config.lambdas = (1e-3, 1e-2, 1e-1, 1.0)

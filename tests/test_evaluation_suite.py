@@ -52,6 +52,28 @@ def _category_matrix_with_csv(data_dir):
   return rows[0], np.array([[v == "1" for v in r] for r in rows[1:] if r])
 
 
+def test_paired_difference_interval_has_the_width_of_the_paired_standard_error():
+  rng = np.random.default_rng(0)
+  n = 4000
+  a = (rng.random(n) < 0.6).astype(np.float64)
+  b = np.where(rng.random(n) < 0.8, a, 1 - a)  # agrees with a on 80 % of triplets: strongly paired
+  ones = np.ones(n, np.float32)
+  d = metrics.paired_difference(a, b, ones, n_boot=4000, seed=1)
+  assert d["difference"] == pytest.approx(float(a.mean() - b.mean()), abs=1e-9)
+  half = metrics.Z95 * np.std(a - b, ddof=1) / np.sqrt(n)  # the paired standard error
+  assert (d["ci95"][1] - d["ci95"][0]) / 2 == pytest.approx(half, rel=0.1)
+  # An unpaired interval would be much wider: the bootstrap must keep the pairing.
+  unpaired = metrics.Z95 * np.sqrt(a.var(ddof=1) / n + b.var(ddof=1) / n)
+  assert (d["ci95"][1] - d["ci95"][0]) / 2 < 0.75 * unpaired
+  same = metrics.paired_difference(a, a, ones, n_boot=200)
+  assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["p_below_zero"] == 1.0
+  assert metrics.paired_difference(a, b, ones, n_boot=500, seed=3) == metrics.paired_difference(
+    a, b, ones, n_boot=500, seed=3
+  )
+  with pytest.raises(ValueError, match="equal"):
+    metrics.paired_difference(a, b[:-1], ones)
+
+
 def test_spose_per_category_counts_on_the_real_triplets(tmp_path, data_dir):
   config = evaluate_config.get_config("spose")
   results = evaluate_lib.evaluate(config, tmp_path)
@@ -163,7 +185,10 @@ def test_report_from_the_command_line(tmp_path, two_runs):
   (tmp_path / "random" / "results.json").write_text(json.dumps(random))
 
   done = _report(
-    tmp_path / "R", f"--config.runs={two_runs['spose']},{tmp_path / 'random'}", "--config.names=SPoSE,random"
+    tmp_path / "R",
+    f"--config.runs={two_runs['spose']},{tmp_path / 'random'}",
+    "--config.names=SPoSE,random",
+    "--config.differences=SPoSE vs random",
   )
   assert done.returncode == 0, done.stderr
   text = (tmp_path / "R" / "report.md").read_text()
@@ -184,7 +209,14 @@ def test_report_from_the_command_line(tmp_path, two_runs):
   for name in ("rsm.png", "levels_accuracy.png", "reliability.png", "entropy.png"):
     assert (tmp_path / "R" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"plots/{name}" in text
-  assert set(json.loads((tmp_path / "R" / "results.json").read_text())) == {"SPoSE", "random"}
+  gathered = json.loads((tmp_path / "R" / "results.json").read_text())
+  assert set(gathered["runs"]) == {"SPoSE", "random"}
+  # The paired difference is the difference of the two accuracies, its interval around it.
+  (diff,) = gathered["differences"]
+  assert diff["a"] == "SPoSE" and diff["b"] == "random"
+  assert diff["difference"] == pytest.approx(spose["accuracy"] - random["accuracy"], abs=1e-9)
+  assert diff["ci95"][0] < diff["difference"] < diff["ci95"][1] and diff["ci95"][0] > 0
+  assert "## Paired differences" in text and "| SPoSE - random |" in text
 
 
 @pytest.mark.slow

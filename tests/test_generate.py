@@ -44,6 +44,7 @@ def _inputs(folder, n_per_class=PER_CLASS, dim=DIM):
     mean=np.float32(0.1),
     std=np.float32(2.0),
     temperature=np.float32(0.5),
+    base_temperature=np.float32(0.8),
   )
   return ids, x, weights
 
@@ -64,7 +65,8 @@ def test_files_labels_and_strategies(tmp_path):
   assert len(manifest["files"]) == 3 * 2 * 2
   for sampling in ("cluster_border_3", "class_border", "random"):
     triplet_sets = {}
-    for transform, table, scale in (("uncertainty_distillation", z, 1 / 0.5), ("untransformed", x, 1.0)):
+    # the control's labels: raw similarities at the base model's own temperature (calibrated control)
+    for transform, table, scale in (("uncertainty_distillation", z, 1 / 0.5), ("untransformed", x, 1 / 0.8)):
       for split, count in (("val", 200), ("train", 2000)):
         path = tmp_path / "w" / transform / f"{split}_{sampling}.npz"
         data = read_alignet(path, n_images=len(ids))  # shapes, dtypes, order invariant, index range
@@ -74,6 +76,13 @@ def test_files_labels_and_strategies(tmp_path):
         expected = np.asarray(odd_one_out.pair_similarities(table[data.indices])) * scale
         np.testing.assert_allclose(data.similarities, expected, rtol=1e-4, atol=1e-4)
         assert (data.similarities[:, 1] >= data.similarities[:, 2]).all()  # s12 smallest too
+        entropy = -np.sum(
+          np.exp(odd_one_out.choice_log_probs(data.similarities))
+          * odd_one_out.choice_log_probs(data.similarities),
+          axis=1,
+        )
+        record = manifest["files"][f"{transform}/{split}_{sampling}.npz"]
+        assert record["mean_label_entropy"] == pytest.approx(float(entropy.mean()), rel=1e-4)
         triplet_sets[transform, split] = {tuple(sorted(t)) for t in data.indices.tolist()}
         labels = {"cluster_border_3": assignments, "class_border": classes}.get(sampling)
         if labels is not None:  # exactly two items share a label
@@ -83,6 +92,30 @@ def test_files_labels_and_strategies(tmp_path):
     assert (
       not triplet_sets["uncertainty_distillation", "train"] & triplet_sets["uncertainty_distillation", "val"]
     )
+
+  assert manifest["temperatures"] == {"uncertainty_distillation": 0.5, "untransformed": pytest.approx(0.8)}
+  assert set(manifest["label_entropy"]) == {"uncertainty_distillation", "untransformed"}
+
+
+def test_the_control_temperature_options(tmp_path):
+  _inputs(tmp_path)
+  entropies = {}
+  for control in ("raw", "entropy_matched"):
+    generate(_config(tmp_path, samplings=("random",), control=control), tmp_path / control)
+    manifest = json.loads((tmp_path / control / "manifest.json").read_text())
+    entropies[control] = manifest["label_entropy"]
+    if control == "raw":
+      assert manifest["temperatures"]["untransformed"] == 1.0
+  matched = entropies["entropy_matched"]
+  # matched on 20 k random triplets of the store; the files hold other random triplets
+  assert matched["untransformed"]["train"] == pytest.approx(
+    matched["uncertainty_distillation"]["train"], abs=0.01
+  )
+  assert entropies["raw"]["untransformed"]["train"] != pytest.approx(
+    matched["untransformed"]["train"], abs=0.01
+  )
+  with pytest.raises(ValueError, match="unknown control"):
+    generate(_config(tmp_path, samplings=("random",), control="flat"), tmp_path / "bad")
 
 
 @pytest.mark.slow

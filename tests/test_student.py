@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -9,7 +10,9 @@ from jax.test_util import check_grads
 
 from aligned import odd_one_out
 from aligned.data import items as item_sources
-from aligned.data.alignet_files import read_alignet
+from aligned.data.alignet_files import read_alignet, write_alignet
+from aligned.errors import DataError
+from aligned.student import build
 from aligned.student import data as student_data
 from aligned.student.model import Student, block_index
 from aligned.student.optimizer import decay_to_init, make_optimizer, warmup_cosine
@@ -215,3 +218,49 @@ def test_contrastive_is_hard_label_cross_entropy_of_pair_01():
     odd_one_out.hard_label_cross_entropy(sims, jnp.array([0])),
     rtol=1e-6,
   )
+
+
+def test_fitted_tau_is_the_temperature_of_targets_made_from_the_initial_student(tmp_path):
+  """Targets = the student's own initial similarities / 0.37: the fit must find tau = 0.37."""
+  import transformers
+
+  from aligned.backbones.vision import HFVisionEncoder
+
+  # initializer_range 1.0: [CLS] outputs that differ across images (with 0.02 the similarities spread
+  # over 0.01 around 23, targets are nearly uniform and T is barely determined in float32)
+  config = transformers.ViTConfig(**{**TINY_VISION, "initializer_range": 1.0})
+  tiny_student = Student(HFVisionEncoder.random("vit", config, seed=0), "image", head_dim=16)
+  items = item_sources.SyntheticImages(n_items=30, size=32, seed=0)
+  params = tiny_student.init(jax.random.key(5))
+  rng = np.random.default_rng(0)
+  triplets = np.stack([rng.choice(30, 3, replace=False) for _ in range(400)])
+  z = np.asarray(tiny_student.embed(params, items.load(np.arange(30))))
+  sims = np.stack([(z[triplets[:, a]] * z[triplets[:, b]]).sum(-1) for a, b in odd_one_out.PAIRS], 1)
+  names = np.asarray([f"item_{i}" for i in range(30)])
+  path = tmp_path / "val.npz"
+  write_alignet(path, names[triplets], sims / 0.37, triplets, n_images=30)
+  rows = student_data.TripletRows([path], n_items=30)
+  assert build.fit_tau(tiny_student, 5, items, rows, n=300) == pytest.approx(0.37, rel=2e-3)
+  # another seed is another head: the same targets no longer say 0.37
+  assert build.fit_tau(tiny_student, 6, items, rows, n=300) != pytest.approx(0.37, rel=0.05)
+
+
+def test_decay_strength_sets_the_rate_for_the_run_length():
+  o = ml_collections.ConfigDict({"decay_to_init": 1.0, "decay_strength": 0.0, "learning_rate": 3e-5})
+  assert build.decay_rate(o, 100_000) == 1.0
+  o.decay_strength = 3.0  # the release's rate * lr * steps
+  assert build.decay_rate(o, 100_000) == pytest.approx(1.0)
+  o.learning_rate = 1e-4
+  assert build.decay_rate(o, 200) == pytest.approx(3.0 / (1e-4 * 200))
+
+
+def test_files_of_another_item_set_are_refused(tmp_path):
+  ids = np.asarray([f"n{i:08d}" for i in range(10)])
+  triplets = np.asarray([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+  sims = np.asarray([[3.0, 2.0, 1.0]] * 3)
+  path = tmp_path / "val.npz"
+  write_alignet(path, ids[triplets], sims, triplets, n_images=10)
+  build.check_item_ids(path, ids)  # the same items: fine
+  shifted = np.roll(ids, 1)
+  with pytest.raises(DataError, match=r"val.npz, row 1: file names .* are not this source's items"):
+    build.check_item_ids(path, shifted)

@@ -81,35 +81,33 @@ def test_matrix_and_chunked_paths_agree_in_value_and_gradient(objective, similar
   params["weights"] = params["weights"] + 0.1 * jnp.asarray(
     np.random.default_rng(3).normal(size=(6, 6)), jnp.float32
   )
-  params["log_temperature"] = jnp.float32(0.3)
   mean, std = model.standardization(x)
+  temp = 1.3
 
   def matrix(p):
-    sums = model.data_sums_matrix(p, jnp.asarray(x), mean, std, _batch(data), hparams)
+    sums = model.data_sums_matrix(p, jnp.asarray(x), mean, std, _batch(data), hparams, temp)
     return sums["loss"] / sums["weight"]
 
   def chunked(p):
-    sums = model.data_sums_chunked(p, jnp.asarray(x), mean, std, _batch(data), hparams, chunk=250)
+    sums = model.data_sums_chunked(p, jnp.asarray(x), mean, std, _batch(data), hparams, 250, temp)
     return sums["loss"] / sums["weight"]
 
   assert float(matrix(params)) == pytest.approx(float(chunked(params)), rel=1e-5)
   hits = [
-    float(model.data_sums_matrix(params, jnp.asarray(x), mean, std, _batch(data), hparams)["hits"]),
+    float(model.data_sums_matrix(params, jnp.asarray(x), mean, std, _batch(data), hparams, temp)["hits"]),
     float(
-      model.data_sums_chunked(params, jnp.asarray(x), mean, std, _batch(data), hparams, chunk=250)["hits"]
+      model.data_sums_chunked(params, jnp.asarray(x), mean, std, _batch(data), hparams, 250, temp)["hits"]
     ),
   ]
   assert hits[0] == pytest.approx(hits[1], rel=1e-5)
   g_matrix, g_chunked = jax.grad(matrix)(params), jax.grad(chunked)(params)
   for key in params:
     np.testing.assert_allclose(g_matrix[key], g_chunked[key], rtol=1e-4, atol=1e-6)
-  if objective == "hard":  # T is fixed at 1 for the hard objective
-    assert float(g_matrix["log_temperature"]) == 0.0
   # A plain NumPy reference of the weighted mean loss.
   z = ((x - mean) / std) @ np.asarray(params["weights"]) + np.asarray(params["bias"])
   if similarity == "cosine":
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
-  t = np.exp(0.3) if objective == "distill" else 1.0
+  t = temp
   s = (
     np.stack([np.sum(z[data.triplets[:, a]] * z[data.triplets[:, b]], 1) for a, b in odd_one_out.PAIRS], 1)
     / t
@@ -130,12 +128,12 @@ def test_loss_gradients_check_out():
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init_params(3))
     params["weights"] = params["weights"] + 0.2
 
-    def loss(weights, bias, log_t):
-      p = {"weights": weights, "bias": bias, "log_temperature": log_t}
-      sums = model.data_sums_matrix(p, x64, 0.1, 1.3, batch, Hyperparams())
+    def loss(weights, bias):
+      p = {"weights": weights, "bias": bias}
+      sums = model.data_sums_matrix(p, x64, 0.1, 1.3, batch, Hyperparams(), jnp.float64(0.8))
       return sums["loss"] / sums["weight"] + 0.01 * model.regularization(weights, "identity")
 
-    check_grads(loss, (params["weights"], params["bias"], params["log_temperature"]), order=2, modes=["rev"])
+    check_grads(loss, (params["weights"], params["bias"]), order=2, modes=["rev"])
 
 
 def test_distillation_recovers_a_known_optimum():
@@ -147,9 +145,32 @@ def test_distillation_recovers_a_known_optimum():
   params, history = fitter.fit(data)
   start_kl = fitter.evaluate(model.init_params(6, 0.5), data)["loss"]
   assert history[-1]["data_loss"] < 2e-3 < start_kl / 20
-  transform, temp = model.to_transform(params, mean, std, hparams)
+  # W absorbed the generating temperature (0.7) at T = 1, so step 2 finds T close to 1.
+  temp = fitter.fit_temperature(params, data)
+  assert temp == pytest.approx(1.0, abs=0.05)
+  transform = model.to_transform(params, mean, std)
   sims = odd_one_out.pair_similarities(jnp.asarray(transform(x))[data.triplets])
   np.testing.assert_allclose(np.asarray(odd_one_out.choice_probs(sims, temp)), data.probs, atol=0.05)
+  assert fitter.evaluate(params, data, temp)["loss"] <= fitter.evaluate(params, data, 1.0)["loss"] + 1e-6
+
+
+def test_the_temperature_step_undoes_a_rescaling():
+  """(W, b) -> (cW, cb) multiplies every similarity by c^2: step 2 must return c^2 times the T it found
+  before, with the same loss (the predictions are unchanged), which is why T is fit after W, b."""
+  x, data = _problem()
+  mean, std = model.standardization(x)
+  fitter = Fitter(x, mean, std, Hyperparams(lam=0.0), FitOptions(steps=300, log_every=300), data_mesh())
+  params, _ = fitter.fit(data)
+  temp = fitter.fit_temperature(params, data)
+  scaled = jax.tree.map(lambda a: 1.7 * a, params)
+  assert fitter.fit_temperature(scaled, data) == pytest.approx(1.7**2 * temp, rel=2e-3)
+  assert fitter.evaluate(scaled, data, 1.7**2 * temp)["loss"] == pytest.approx(
+    fitter.evaluate(params, data, temp)["loss"], rel=1e-4, abs=1e-6
+  )
+  # The identity penalty is not scale-invariant: it grows with c^2 (so lambda is identifiable only at
+  # a fixed T).
+  off = float(model.regularization(params["weights"], "identity"))
+  assert float(model.regularization(scaled["weights"], "identity")) == pytest.approx(1.7**2 * off, rel=1e-5)
 
 
 def test_hard_labels_from_an_affine_model_are_learned():
@@ -164,11 +185,11 @@ def test_hard_labels_from_an_affine_model_are_learned():
   params, _ = fitter.fit(hard)
   accuracy = fitter.evaluate(params, hard)["accuracy"]
   assert accuracy > 0.95 > before + 0.2
-  transform, _ = model.to_transform(params, mean, std, hparams)
+  transform = model.to_transform(params, mean, std)
   sims = odd_one_out.pair_similarities(jnp.asarray(transform(x))[hard.triplets])
   counts = jnp.asarray(hard.probs)  # one response each
   assert accuracy == pytest.approx(float(odd_one_out.odd_one_out_accuracy(sims, counts)), abs=1e-6)
-  assert float(params["log_temperature"]) == 0.0  # T stays 1 for the hard objective
+  assert set(params) == {"weights", "bias"}  # T is not a parameter of step 1
 
 
 def test_a_huge_identity_penalty_keeps_w_a_scaled_identity():
@@ -199,6 +220,29 @@ def test_object_disjoint_folds():
   with pytest.raises(ValueError, match="empty"):
     cross_validation.grid([], [1e-2])
   del rng
+
+
+def test_standin_folds_sample_full_size_sets_within_their_objects(data_dir):
+  spose = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  exclude = np.loadtxt(data_dir / "things" / "2171trials_humans.txt", dtype=int)
+  folds = cross_validation.object_folds(len(spose), 3, seed=0)
+  fold_data = standin.standin_folds(spose, 5000, 800, seed=0, exclude=exclude)
+  banned = {tuple(sorted(t)) for t in exclude.tolist()}
+  seen = []
+  for f in range(3):
+    train, val = fold_data(f, folds)
+    assert len(train) == 5000 and len(val) == 800  # full size, not a masked sliver
+    assert (folds[train.triplets] != f).all() and (folds[val.triplets] == f).all()
+    for part in (train, val):
+      assert not {tuple(sorted(t)) for t in part.triplets.tolist()} & banned
+      dots = np.stack(
+        [np.sum(spose[part.triplets[:, a]] * spose[part.triplets[:, b]], 1) for a, b in odd_one_out.PAIRS], 1
+      )
+      expected = np.exp(dots - dots.max(1, keepdims=True))
+      np.testing.assert_allclose(part.probs, expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    seen.append(train.triplets)
+  assert not np.array_equal(seen[0], seen[1])
+  np.testing.assert_array_equal(fold_data(0, folds)[0].triplets, seen[0])  # a function of (seed, fold)
 
 
 def test_standin_triplets_and_labels(data_dir):
@@ -339,3 +383,43 @@ def test_bad_teacher_input(tmp_path, data_dir):
   with pytest.raises(ValueError, match="grid is empty"):
     fit_teacher(config, tmp_path / "c")
   assert not (tmp_path / "c" / "transform.npz").exists()
+
+
+def test_cross_validation_fits_each_fold_on_its_own_objects_and_prefers_the_true_model():
+  """Targets come from a non-identity affine model: a huge identity penalty must lose to none."""
+  x, data = _problem(n_objects=90, n_triplets=6000)
+  fold_data = cross_validation.masked_folds(data)
+  seen = []
+
+  def make_fitter(x_, mean, std, hparams):
+    seen.append(len(x_))
+    return Fitter(x_, mean, std, hparams, FitOptions(steps=200, log_every=200, init_scale=0.5), data_mesh())
+
+  points = cross_validation.grid([0.0, 1e3], [3e-2])
+  rows, cv = cross_validation.cross_validate(x, fold_data, Hyperparams(), points, 3, 0, make_fitter)
+  assert len(rows) == 6 and cv["best"]["lam"] == 0.0
+  folds = cross_validation.object_folds(90, 3, 0)
+  for row in rows:
+    train, val = fold_data(row["fold"], folds)
+    assert row["n_train"] == len(train) and row["n_val"] == len(val)
+    assert row["temperature"] > 0
+  # each fold's fitter holds only the objects its training triplets use
+  assert all(
+    n == len(np.unique(fold_data(f, folds)[0].triplets))
+    for n, f in zip(seen, [0, 0, 1, 1, 2, 2], strict=True)
+  )
+  by_lam = {s["lam"]: s for s in cv["summary"]}
+  assert by_lam[0.0]["val_accuracy"] > by_lam[1e3]["val_accuracy"] + 0.05
+
+
+def test_score_is_the_fitters_evaluation():
+  x, data = _problem()
+  mean, std = model.standardization(x)
+  hparams = Hyperparams(lam=0.0)
+  fitter = Fitter(x, mean, std, hparams, FitOptions(steps=50, log_every=50), data_mesh())
+  params, _ = fitter.fit(data)
+  for temp in (1.0, 0.6):
+    scored = model.score(params, x, mean, std, data, hparams, temp)
+    evaluated = fitter.evaluate(params, data, temp)
+    assert scored["loss"] == pytest.approx(evaluated["loss"], rel=1e-5)
+    assert scored["accuracy"] == pytest.approx(evaluated["accuracy"], rel=1e-6)

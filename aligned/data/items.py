@@ -19,27 +19,58 @@ import pathlib
 import numpy as np
 
 from aligned.backbones.preprocessing import preprocess
-from aligned.data import things
+from aligned.data import things, wordnet
 from aligned.data.alignet_files import alignet_path, write_alignet
 from aligned.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def things_texts(template: str) -> tuple[np.ndarray, list[str]]:
-  """(concept ids, texts) of the 1,854 THINGS concepts in sorted order, from a template with the
-  fields {word}, {id}, {definition}."""
-  concepts = things.load_concepts()
+TEXT_SOURCES = ("things_words", "wordnet_nouns")
+
+
+def format_texts(template: str, words, ids, definitions) -> list[str]:
+  """One text per item from a template with the fields {word}, {id}, {definition}."""
   try:
-    texts = [
-      template.format(word=w, id=i, definition=d)
-      for w, i, d in zip(concepts.words, concepts.ids, concepts.definitions, strict=True)
+    return [
+      template.format(word=w, id=i, definition=d) for w, i, d in zip(words, ids, definitions, strict=True)
     ]
   except (KeyError, IndexError) as e:
     raise ValueError(
       f"template {template!r} uses an unknown field {e}; known: word, id, definition"
     ) from None
-  return np.asarray(concepts.ids), texts
+
+
+def things_texts(template: str) -> tuple[np.ndarray, list[str]]:
+  """(concept ids, texts) of the 1,854 THINGS concepts in sorted order."""
+  concepts = things.load_concepts()
+  return np.asarray(concepts.ids), format_texts(template, concepts.words, concepts.ids, concepts.definitions)
+
+
+def wordnet_texts(template: str, n_items: int, lexnames, seed: int) -> tuple[np.ndarray, list[str]]:
+  """(synset ids, texts) of concrete WordNet nouns outside THINGS (`wordnet.concrete_nouns`): none
+  has a THINGS concept's WordNet id or a lemma equal to a THINGS word, so a model trained on them has
+  never seen a THINGS item. {definition} is the gloss up to its first `;`."""
+  concepts = things.load_concepts()
+  nouns = wordnet.concrete_nouns(
+    exclude_ids=[i for i in concepts.wordnet_ids if i],
+    exclude_words=concepts.words,
+    lexnames=tuple(lexnames),
+    n=n_items,
+    seed=seed,
+  )
+  return nouns.ids, format_texts(template, nouns.words, nouns.ids, nouns.definitions)
+
+
+def text_source(source: str, template: str, wordnet_config=None) -> tuple[np.ndarray, list[str]]:
+  """(ids, texts) of a text source: `things_words` or `wordnet_nouns` (with `wordnet_config` holding
+  n_items, lexnames and seed)."""
+  if source == "things_words":
+    return things_texts(template)
+  if source == "wordnet_nouns":
+    w = wordnet_config
+    return wordnet_texts(template, w.n_items, w.lexnames, w.seed)
+  raise ValueError(f"unknown text source {source!r}; expected one of {TEXT_SOURCES}")
 
 
 def image_folder_items(root: str | os.PathLike) -> np.ndarray:

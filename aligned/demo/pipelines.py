@@ -83,27 +83,41 @@ def _student(config, folder: pathlib.Path) -> dict:
 
 
 def _report(config, folder: pathlib.Path) -> dict:
-  write_report(config, folder)
-  return {}
+  return {"differences": write_report(config, folder)["differences"]}
 
 
-def _generate_and_students(config, w: pathlib.Path, store: str, student: dict, outputs: dict) -> list[Stage]:
-  """generate -> both students: the middle of the table, the same in both variants.
+def student_names(seeds) -> dict[str, tuple[str, int]]:
+  """{stage name: (label set, seed)}: both students per seed; the first seed keeps the plain names."""
+  names = {}
+  for k, seed in enumerate(seeds):
+    for name, transform in STUDENTS.items():
+      names[name if k == 0 else f"{name}_seed{seed}"] = (transform, seed)
+  return names
 
-  `student` holds per-variant overrides of the student config; `outputs` maps a student's stage name
-  to the copies of its embeddings into the workdir.
+
+def _generate_and_students(
+  config, w: pathlib.Path, store: str, store_stage: str, student: dict, outputs
+) -> list[Stage]:
+  """generate -> the students (both label sets, each seed of `config.student_seeds`): the middle of the
+  table, the same in both variants.
+
+  `student` holds per-variant overrides of the student config; `outputs(name)` maps a student's stage
+  name to the copies of its embeddings into the workdir.
   """
   teacher = str(w / "teacher" / "transform.npz")
   generate_config = _sub(config.generate, store=store, teacher=teacher, similarity=config.teacher.similarity)
-  stages = [Stage("generate", "alignet", generate_config, _generate, deps=("extract", "teacher"))]
-  for name, transform in STUDENTS.items():
-    student_config = _sub(config.student, data__root=str(w / "alignet"), data__transform=transform, **student)
-    stages.append(Stage(name, name, student_config, _student, deps=("generate",), outputs=outputs[name]))
+  stages = [Stage("generate", "alignet", generate_config, _generate, deps=(store_stage, "teacher"))]
+  for name, (transform, seed) in student_names(config.student_seeds).items():
+    student_config = _sub(
+      config.student, data__root=str(w / "alignet"), data__transform=transform, seed=seed, **student
+    )
+    stages.append(Stage(name, name, student_config, _student, deps=("generate",), outputs=outputs(name)))
   return stages
 
 
 def _evaluate_and_report(config, w: pathlib.Path, models: dict, names: dict, title: str) -> list[Stage]:
-  """One evaluation stage per model ({name: (embeddings, transform, extra overrides, deps)}) + report."""
+  """One evaluation stage per model ({name: (embeddings, transform, extra overrides, deps)}) + report
+  (with the paired differences of the AligNet student against the UnAligNet student and the base)."""
   stages = [
     Stage(
       f"evaluate {name}",
@@ -120,14 +134,31 @@ def _evaluate_and_report(config, w: pathlib.Path, models: dict, names: dict, tit
       "names": ",".join(names[n] for n in models),
       "title": title,
       "plots": True,
+      "differences": "; ".join(f"{names[a]} vs {names[b]}" for a, b in DIFFERENCES),
+      "seed": 0,
     }
   )
   return [*stages, Stage("report", ".", report, _report, always=True)]
 
 
+# The comparisons the demo exists for: AligNet against its control and against the model it starts from.
+DIFFERENCES = (("alignet_student", "unalignet_student"), ("alignet_student", "base"))
+
+
+def model_names(base_names: dict, seeds) -> dict[str, str]:
+  """Display names of every evaluated model: students of later seeds get "(seed s)"."""
+  names = dict(base_names)
+  for name, (_, seed) in student_names(seeds).items():
+    if name not in names:
+      plain = name.rsplit("_seed", 1)[0]
+      names[name] = f"{base_names[plain]} (seed {seed})"
+  return names
+
+
 TEXT_NAMES = {
   "reference": "SPoSE 49-d (fit to people)",
-  "base": "MiniLM (base)",
+  "base": "MiniLM (students' start)",
+  "backbone": "MiniLM, teacher's texts",
   "teacher": "teacher (MiniLM + transform)",
   "alignet_student": "AligNet student",
   "unalignet_student": "UnAligNet student",
@@ -135,47 +166,104 @@ TEXT_NAMES = {
 
 
 def text_demo(config, w: pathlib.Path) -> Demo:
-  """MiniLM on the THINGS concepts, scored on the real human triplets and RDM."""
-  base, transform = w / "things_embeddings.npy", w / "teacher" / "transform.npz"
-  stages = [
+  """The teacher is fit on the THINGS concepts; AligNet triplets are generated over WordNet nouns
+  outside THINGS, on which the students train; every model is scored on the THINGS human triplets and
+  RDM, items no student trained on (the paper's transfer: teacher on THINGS, students on ImageNet).
+
+  The teacher's backbone reads `config.template` texts (THINGS and WordNet), the students read
+  `config.student_template` texts (the paper's teacher backbone is stronger than its students too);
+  when the two differ, the students' starting model is evaluated as its own row ("base").
+  """
+  backbone, transform = w / "things_embeddings.npy", w / "teacher" / "transform.npz"
+  split = config.student_template != config.template
+  base = w / "start_things_embeddings.npy" if split else backbone
+  students = student_names(config.student_seeds)
+  extract_things = [
     Stage(
       "extract",
       "extract",
       _sub(config.extract, template=config.template),
       extract,
-      outputs={"extract/embeddings.npy": base.name},
+      outputs={"extract/embeddings.npy": backbone.name},
+    )
+  ]
+  if split:
+    extract_things.append(
+      Stage(
+        "extract start",
+        "extract_start",
+        _sub(config.extract, template=config.student_template),
+        extract,
+        outputs={"extract_start/embeddings.npy": base.name},
+      )
+    )
+  stages = [
+    *extract_things,
+    Stage(
+      "extract items",
+      "extract_items",
+      _sub(
+        config.extract, source="wordnet_nouns", template=config.template, wordnet=config.wordnet.to_dict()
+      ),
+      extract,
     ),
-    Stage("teacher", "teacher", _sub(config.teacher, embeddings=str(base)), fit_teacher, deps=("extract",)),
+    Stage(
+      "teacher", "teacher", _sub(config.teacher, embeddings=str(backbone)), fit_teacher, deps=("extract",)
+    ),
     *_generate_and_students(
       config,
       w,
-      str(w / "extract" / "store"),
-      {"data__samplings": config.generate.samplings, "data__template": config.template},
+      str(w / "extract_items" / "store"),
+      "extract items",
       {
-        "alignet_student": {"alignet_student/things_embeddings.npy": "student_things_embeddings.npy"},
-        "unalignet_student": {
-          "unalignet_student/things_embeddings.npy": "untransformed_student_things_embeddings.npy"
-        },
+        "data__source": "wordnet_nouns",
+        "data__wordnet": config.wordnet.to_dict(),
+        "data__samplings": config.generate.samplings,
+        "data__template": config.student_template,
+        "human_eval__template": config.student_template,
       },
+      lambda name: {f"{name}/things_embeddings.npy": f"{name}_things_embeddings.npy"},
     ),
   ]
   models = {
     "reference": (config.reference, "", {"embeddings_order": "sorted"}, ()),
-    "base": (base, "", {}, ("extract",)),
-    "teacher": (base, transform, {}, ("extract", "teacher")),
-    "alignet_student": (w / "student_things_embeddings.npy", "", {}, ("alignet_student",)),
-    "unalignet_student": (w / "untransformed_student_things_embeddings.npy", "", {}, ("unalignet_student",)),
+    "base": (base, "", {}, ("extract start",) if split else ("extract",)),
+    **({"backbone": (backbone, "", {}, ("extract",))} if split else {}),
+    "teacher": (backbone, transform, {}, ("extract", "teacher")),
+    **{name: (w / f"{name}_things_embeddings.npy", "", {}, (name,)) for name in students},
   }
-  title = "AligNet demo: MiniLM on THINGS"
+  names = model_names(TEXT_NAMES, config.student_seeds)
+  names["base"] = f"MiniLM {config.student_template} (students' start)"
+  names["backbone"] = f"MiniLM {config.template} (teacher's backbone)"
+  title = "AligNet demo: MiniLM, teacher on THINGS, students on WordNet nouns, scored on THINGS"
 
   def describe(done: StageRun) -> dict:
     teacher = done.results["teacher"]
+    items = done.results["extract items"]
     return {
-      "items": f"1,854 THINGS concepts, texts {config.template!r}",
-      "teacher": {k: teacher.get(k) for k in ("best", "temperature") if k in teacher},
+      "items": (
+        f"teacher: 1,854 THINGS concepts, texts {config.template!r}; students: {items['n_items']:,} "
+        f"WordNet nouns outside THINGS, texts {config.student_template!r}"
+      ),
+      "teacher": {
+        "chosen": teacher["chosen"],
+        "temperature": teacher["temperature"],
+        "base_temperature": teacher["base_temperature"],
+        "cv_summary": teacher["cv_summary"],
+      },
+      "labels": _labels(done.results["generate"]),
     }
 
-  return Demo([*stages, *_evaluate_and_report(config, w, models, TEXT_NAMES, title)], TEXT_NAMES, describe)
+  kept = {k: v for k, v in names.items() if k in models}
+  return Demo([*stages, *_evaluate_and_report(config, w, models, kept, title)], kept, describe)
+
+
+def _labels(manifest: dict) -> dict:
+  """Each label set's temperature and mean label entropy (nats; uniform is log 3 = 1.0986)."""
+  return {
+    transform: {"temperature": manifest["temperatures"][transform], "mean_entropy": entropy}
+    for transform, entropy in ((t, e["train"]) for t, e in manifest["label_entropy"].items())
+  }
 
 
 IMAGE_NAMES = {
@@ -226,19 +314,28 @@ def image_demo(config, w: pathlib.Path) -> Demo:
       config,
       w,
       str(w / "extract" / "store"),
+      "extract",
       {"data__samplings": config.generate.samplings, "data__tfds_data_dir": str(data_dir)},
-      {name: {f"{name}/item_embeddings.npy": f"{name}_item_embeddings.npy"} for name in STUDENTS},
+      lambda name: {f"{name}/item_embeddings.npy": f"{name}_item_embeddings.npy"},
     ),
   ]
   held_out = {"triplets": str(human / people.EVAL_FILE)}
   models = {
     "base": (base, "", held_out, ("extract",)),
     "teacher": (base, transform, held_out, ("extract", "teacher")),
-    **{name: (w / f"{name}_item_embeddings.npy", "", held_out, (name,)) for name in STUDENTS},
+    **{
+      name: (w / f"{name}_item_embeddings.npy", "", held_out, (name,))
+      for name in student_names(config.student_seeds)
+    },
   }
+  names = model_names(IMAGE_NAMES, config.student_seeds)
   title = "AligNet image demo: random ViT on generated shapes"
-  stages += _evaluate_and_report(config, w, models, IMAGE_NAMES, title)
-  return Demo(stages, IMAGE_NAMES, lambda done: {"items": done.results["people"]["items"]})
+  stages += _evaluate_and_report(config, w, models, names, title)
+  return Demo(
+    stages,
+    names,
+    lambda done: {"items": done.results["people"]["items"], "labels": _labels(done.results["generate"])},
+  )
 
 
 DEMOS = {"text": text_demo, "images": image_demo}
@@ -255,12 +352,55 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
   demo = DEMOS[config.variant](config, workdir)
   done = run_stages(demo.stages, workdir, log)
   evaluations = {name: done.results[f"evaluate {name}"] for name in demo.names}
-  results = {**_summary(evaluations, done, demo.names, total), **demo.describe(done)}
+  results = {**_summary(config, evaluations, done, demo.names, total), **demo.describe(done)}
   artifacts.write_json(workdir / "results.json", results)  # written last: the demo is complete
   return results
 
 
-def _summary(evaluations: dict, done, names: dict, total: float) -> dict:
+def _student_summary(results: dict, transform: str) -> dict:
+  final = results["final"]
+  aligned_labels = [
+    v
+    for k, v in final.items()
+    if k.startswith("val/")
+    and k.endswith("/accuracy")
+    and ("@uncertainty_distillation/" in k or ("@" not in k and transform == "uncertainty_distillation"))
+  ]
+  return {
+    "steps": results["steps"],
+    "tau": results.get("tau"),
+    "decay_rate": results.get("decay_rate"),
+    "final": final,
+    # agreement with the teacher's most similar pair on held-out generated triplets (mean over the
+    # AligNet validation files; the teacher agrees with itself on all of them)
+    "teacher_agreement": _mean(aligned_labels),
+  }
+
+
+def _mean(values: list) -> float | None:
+  return sum(values) / len(values) if values else None
+
+
+def _seed_spread(config, evaluations: dict, names: dict) -> dict:
+  """Per student kind, the human accuracy of its students over the seeds: mean, std, min, max."""
+  out = {}
+  for kind in STUDENTS:
+    runs = [n for n in student_names(config.student_seeds) if n == kind or n.startswith(f"{kind}_seed")]
+    accuracies = [evaluations[n]["accuracy"] for n in runs]
+    mean = sum(accuracies) / len(accuracies)
+    spread = sum((a - mean) ** 2 for a in accuracies) / max(len(accuracies) - 1, 1)
+    out[names[kind]] = {
+      "seeds": list(config.student_seeds),
+      "accuracies": accuracies,
+      "mean": mean,
+      "std": spread**0.5,
+      "min": min(accuracies),
+      "max": max(accuracies),
+    }
+  return out
+
+
+def _summary(config, evaluations: dict, done, names: dict, total: float) -> dict:
   table = [
     {
       "model": names[name],
@@ -278,8 +418,11 @@ def _summary(evaluations: dict, done, names: dict, total: float) -> dict:
     "chance": 1 / 3,
     "noise_ceiling": first.get("noise_ceiling"),
     "table": table,
+    "differences": done.results["report"]["differences"],
+    "seeds": _seed_spread(config, evaluations, names),
     "students": {
-      name: {"steps": done.results[name]["steps"], "final": done.results[name]["final"]} for name in STUDENTS
+      name: _student_summary(done.results[name], transform)
+      for name, (transform, _) in student_names(config.student_seeds).items()
     },
     "timings_s": done.timings,
     "wall_s": time.perf_counter() - total,
@@ -303,6 +446,28 @@ def format_results(results: dict) -> str:
     if results["noise_ceiling"] is None
     else f"{'noise ceiling':32s} {pct(results['noise_ceiling'])}"
   )
+  for d in results["differences"]:
+    lo, hi = d["ci95"]
+    lines.append(
+      f"{d['a']} - {d['b']}: {100 * d['difference']:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}] "
+      "(95 %, paired bootstrap over triplets)"
+    )
+  if len(next(iter(results["seeds"].values()))["seeds"]) > 1:
+    for name, spread in results["seeds"].items():
+      lines.append(
+        f"{name} over seeds {spread['seeds']}: {100 * spread['mean']:.2f} % +- {100 * spread['std']:.2f} "
+        f"(min {100 * spread['min']:.2f}, max {100 * spread['max']:.2f})"
+      )
+  for transform, label in results.get("labels", {}).items():
+    lines.append(
+      f"{transform} labels: temperature {label['temperature']:.4g}, mean entropy {label['mean_entropy']:.4f} nats"
+    )
+  for name, student in results["students"].items():
+    if student.get("teacher_agreement") is not None:
+      lines.append(
+        f"{name}: tau {student['tau']:.4g}, agrees with the teacher on "
+        f"{100 * student['teacher_agreement']:.2f} % of held-out generated triplets"
+      )
   stages = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings_s"].items() if v is not None)
   lines.append(f"wall time {results['wall_s']:.0f} s ({stages})")
   return "\n".join(lines)

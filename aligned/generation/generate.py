@@ -3,9 +3,11 @@
     store (ids = file names, embeddings [n, d]) + teacher transform.npz (+ temperature)
       -> Z = teacher(X) -> k-means on Z at each clustering level -> labels (classes or clusters)
       -> per sampling strategy: val triplets, then train triplets (disjoint from val)
-      -> similarities: teacher `s(Z) / T` (uncertainty_distillation) and raw `s(X)` (untransformed)
+      -> similarities: teacher `s(Z) / T` (uncertainty_distillation) and raw `s(X) / T_u`
+         (untransformed: the UnAligNet control, see `control_temperature`)
       -> W/{transform}/{split}_{sampling}.npz, rows sorted to s01 >= s02 >= s12, streamed in chunks
-      -> W/manifest.json (counts, seeds, teacher, store, strategies, sha256 of every file)
+      -> W/manifest.json (counts, seeds, teacher, store, strategies, sha256 and mean label entropy
+         of every file; each label set's temperature and mean label entropy)
 
 Killed at any point and rerun with the same config, files already complete (listed in the
 manifest with a matching sha256) are kept and the rest are written again from the same seeds, so
@@ -36,12 +38,52 @@ from aligned.sampling import count_distinct, parse_strategy, sample_triplets
 from aligned.transform import apply_affine, load_teacher
 from aligned.triplet_similarities import iter_pair_similarities, round_chunk
 
+CONTROLS = ("calibrated", "entropy_matched", "raw")
 
-def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> None:
-  """Sorts each row to s01 >= s02 >= s12 (items with their similarities) and streams the npz."""
+
+def mean_label_entropy(sims: np.ndarray) -> float:
+  """Mean entropy (nats) of the label distributions softmax(sims) of [n, 3] scaled similarities."""
+  return float(
+    np.mean(np.asarray(odd_one_out.choice_entropy(odd_one_out.choice_log_probs(jnp.asarray(sims)))))
+  )
+
+
+def control_temperature(
+  control: str, teacher, x: jax.Array, z: jax.Array, similarity: str, seed: int
+) -> float:
+  """T_u of the untransformed labels `s(X) / T_u`, the UnAligNet control, so that it differs from the
+  AligNet labels only in the transform:
+
+  - calibrated: the raw embeddings' own temperature, fit by the teacher's objective on the teacher's
+    data with the transform held at identity (`Teacher.base_temperature`);
+  - entropy_matched: the T_u whose labels have the teacher labels' mean entropy, on 20 k random
+    triplets of the store (bisection in log T; entropy grows with T);
+  - raw: T_u = 1 (raw similarities as labels; for a unit-norm backbone nearly uniform targets).
+  """
+  if control == "calibrated":
+    return teacher.base_temperature
+  if control == "raw":
+    return 1.0
+  if control != "entropy_matched":
+    raise ValueError(f"unknown control {control!r}; expected one of {CONTROLS}")
+  triplets = sample_triplets("random", min(20_000, count_distinct("random", len(x))), seed, len(x))
+  raw = np.concatenate(list(iter_pair_similarities(x, triplets, 1.0, similarity)))
+  target = mean_label_entropy(
+    np.concatenate(list(iter_pair_similarities(z, triplets, 1.0 / teacher.temperature, similarity)))
+  )
+  lo, hi = -20.0, 20.0
+  for _ in range(60):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if mean_label_entropy(raw / np.exp(mid)) < target else (lo, mid)
+  return float(np.exp((lo + hi) / 2))
+
+
+def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> float:
+  """Sorts each row to s01 >= s02 >= s12 (items with their similarities) and streams the npz; returns
+  the file's mean label entropy."""
   width = max(len(i) for i in ids)
   chunk = round_chunk(chunk)
-  parts = []
+  parts, entropy = [], [0.0]
 
   def sorted_chunks():
     for start, sims in zip(
@@ -52,6 +94,7 @@ def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> None:
       indices, sims = odd_one_out.sort_odd_one_out_last(triplets[start : start + chunk], sims)
       validate_alignet(ids[indices], sims, indices, path, n_images=len(ids))  # invariants, per chunk
       parts.append(indices)
+      entropy[0] += mean_label_entropy(sims) * len(sims)
       yield sims.astype(np.float32)
 
   n = len(triplets)
@@ -59,6 +102,7 @@ def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> None:
     npz.add("similarities", (n, 3), np.float32, sorted_chunks())
     npz.add("indices", (n, 3), np.int64, (p.astype(np.int64) for p in parts))
     npz.add("filenames", (n, 3), f"<U{width}", (ids[p].astype(f"<U{width}") for p in parts))
+  return entropy[0] / n
 
 
 def _check_counts(config, samplings, n_items: int, labels_by_class) -> None:
@@ -118,6 +162,8 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   """Writes the AligNet files of `config` into `workdir` (see the module docstring)."""
   workdir = pathlib.Path(workdir)
   samplings = [(name, *parse_strategy(name)) for name in config.samplings]  # checked before any work
+  if config.control not in CONTROLS:
+    raise ValueError(f"unknown control {config.control!r}; expected one of {CONTROLS}")
   count, me = processes(config)
   store = EmbeddingStore(config.store)
   missing = store.missing_shards()
@@ -136,11 +182,12 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   x_device = jnp.asarray(x)
   del x  # at ImageNet scale each copy of the table is 5.9 GB
   z_device = jax.jit(apply_affine)(teacher.transform.params(), x_device)  # on the device, no host round trip
+  control_t = control_temperature(config.control, teacher, x_device, z_device, config.similarity, config.seed)
   tables = {
     # the teacher's calibrated choice model: softmax(s(Z) / T)
     "uncertainty_distillation": (z_device, 1.0 / teacher.temperature),
-    # the "UnAligNet" control: the raw backbone's similarities
-    "untransformed": (x_device, 1.0),
+    # the "UnAligNet" control: the raw backbone's similarities at their own temperature
+    "untransformed": (x_device, 1.0 / control_t),
   }
   clusters, clustering = _cluster(config, workdir, z_device, {lv for _, _, lv in samplings if lv is not None})
 
@@ -154,6 +201,8 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "teacher": str(config.teacher),
       "teacher_sha256": sha256_of(config.teacher),
       "temperature": teacher.temperature,
+      "control": config.control,
+      "temperatures": {"uncertainty_distillation": teacher.temperature, "untransformed": control_t},
       "similarity": config.similarity,
       "seed": config.seed,
       "n_items": len(ids),
@@ -178,8 +227,9 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
         key = str(path.relative_to(workdir))
         record = manifest["files"].get(key)
         if not (record and path.exists() and sha256_of(path) == record["sha256"]):
-          _write_file(path, triplets, table, scale, config.similarity, ids, config.chunk)
+          entropy = _write_file(path, triplets, table, scale, config.similarity, ids, config.chunk)
           manifest["files"][key] = {
+            "mean_label_entropy": entropy,
             "count": len(triplets),
             "sampling": name,
             "strategy": base,
@@ -197,6 +247,7 @@ def _finish(
 ) -> dict:
   """Marks this process's manifest complete, merges the parts when all are, writes results.json."""
   manifest["complete"] = True
+  manifest["label_entropy"] = _label_entropy(manifest["files"])
   artifacts.write_json(part_path, manifest)
   if count > 1:
     _merge_manifest_parts(workdir, count, n_files)
@@ -206,6 +257,18 @@ def _finish(
     {**results, "counts": {k: v["count"] for k, v in manifest["files"].items()}},
   )
   return results
+
+
+def _label_entropy(files: dict) -> dict:
+  """{transform: {split: mean label entropy over its files, weighted by count}}."""
+  out: dict = {}
+  for key, record in files.items():
+    transform, name = key.split("/")[0], key.split("/")[-1]
+    split = name.split("_")[0]
+    total = out.setdefault(transform, {}).setdefault(split, [0.0, 0])
+    total[0] += record["mean_label_entropy"] * record["count"]
+    total[1] += record["count"]
+  return {t: {s: v[0] / v[1] for s, v in splits.items()} for t, splits in out.items()}
 
 
 def _merge_manifest_parts(workdir: pathlib.Path, count: int, n_files: int) -> bool:
@@ -218,6 +281,7 @@ def _merge_manifest_parts(workdir: pathlib.Path, count: int, n_files: int) -> bo
     return False
   merged = {k: v for k, v in loaded[0].items() if k != "files"}
   merged["files"] = {k: v for part in loaded for k, v in part["files"].items()}
+  merged["label_entropy"] = _label_entropy(merged["files"])
   if len(merged["files"]) != n_files:
     raise RuntimeError(f"{workdir}: the manifest parts list {len(merged['files'])} files, expected {n_files}")
   artifacts.write_json(workdir / "manifest.json", merged)

@@ -4,10 +4,11 @@
 `results.json` (and `arrays.npz`, written by `aligned.evaluate`) and writes, atomically:
 
 - `workdir/report.md`: tables with 95 % intervals beside the noise ceiling and chance: the main
-  table (THINGS odd-one-out, uncertainty, RSA), accuracy per THINGS category, the Levels abstraction
+  table (THINGS odd-one-out, uncertainty, RSA), paired differences between runs (`config.differences`,
+  "A vs B; A vs C": accuracy difference with a paired-bootstrap interval), accuracy per THINGS category, the Levels abstraction
   levels with the human noise ceiling and reaction times, uncertainty alignment, and few-shot /
   distribution-shift transfer when a run has them (`fewshot`, `shift` keys);
-- `workdir/results.json`: the gathered runs' results, by run name;
+- `workdir/results.json`: the gathered runs' results (`runs`, by run name) and the `differences`;
 - `workdir/results.csv`: every number of those tables in long form
   (`run, section, group, metric, value, ci95_low, ci95_high, n`);
 - `workdir/plots/`: RSMs of the THINGS objects sorted by category (human and models side by side),
@@ -28,8 +29,11 @@ from aligned.report.runs import Run, gather, load_run
 from aligned.report.tables import (
   Records,
   category_section,
+  differences,
+  differences_section,
   levels_section,
   main_section,
+  parse_pairs,
   transfer_section,
   uncertainty_section,
 )
@@ -47,8 +51,10 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
   workdir = pathlib.Path(workdir)
   runs = gather(config)
   records = Records()
+  found = differences(runs, parse_pairs(config.get("differences", "")), seed=config.get("seed", 0))
   sections = [
     main_section(runs, records),
+    differences_section(found, records),
     category_section(runs, records),
     levels_section(runs, records),
     uncertainty_section(runs, records),
@@ -75,7 +81,9 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
   )
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
-  artifacts.write_json(workdir / "results.json", {run.name: run.results for run in runs})
+  artifacts.write_json(
+    workdir / "results.json", {"runs": {run.name: run.results for run in runs}, "differences": found}
+  )
   with artifacts.atomic_path(workdir / "results.csv") as tmp:
     tmp.write_text(records.to_csv())
   with artifacts.atomic_path(workdir / "report.md") as tmp:
@@ -84,6 +92,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
     "runs": [run.name for run in runs],
     "report": str(workdir / "report.md"),
     "plots": plots,
+    "differences": found,
     "text": text,
   }
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 
+from aligned import metrics
 from aligned.data.levels import LEVEL_NAMES, LEVELS
+from aligned.errors import DataError
 from aligned.report.runs import Run
 
 CSV_COLUMNS = ("run", "section", "group", "metric", "value", "ci95_low", "ci95_high", "n")
@@ -289,3 +291,64 @@ def transfer_section(runs: list[Run], records: Records, key: str, title: str) ->
     for path, cells in table.items()
   ]
   return f"## {title}\n\n" + markdown_table(header, rows) + "\n"
+
+
+def parse_pairs(value: str) -> list[tuple[str, str]]:
+  """ "A vs B; A vs C" -> [(A, B), (A, C)] (run names may hold spaces, commas and dashes)."""
+  pairs = []
+  for part in (p.strip() for p in str(value).split(";")):
+    if not part:
+      continue
+    names = [n.strip() for n in part.split(" vs ")]
+    if len(names) != 2 or not all(names):
+      raise ValueError(f"differences: {part!r} is not `RUN vs RUN`")
+    pairs.append((names[0], names[1]))
+  return pairs
+
+
+def differences(
+  runs: list[Run], pairs: list[tuple[str, str]], n_boot: int = 2000, seed: int = 0
+) -> list[dict]:
+  """Paired-bootstrap differences of THINGS accuracy (`metrics.paired_difference`) for run pairs."""
+  by_name = {run.name: run for run in runs}
+  out = []
+  for a, b in pairs:
+    for name in (a, b):
+      if name not in by_name:
+        raise ValueError(f"differences: no run named {name!r}; runs: {', '.join(by_name)}")
+      if "things_hits" not in by_name[name].arrays:
+        raise DataError(by_name[name].path / "arrays.npz", "no per-triplet `things_hits` (rerun evaluate)")
+    ra, rb = by_name[a], by_name[b]
+    if ra.results.get("triplets") != rb.results.get("triplets") or len(ra.arrays["things_hits"]) != len(
+      rb.arrays["things_hits"]
+    ):
+      raise ValueError(f"differences: {a!r} and {b!r} were scored on different triplets")
+    diff = metrics.paired_difference(
+      ra.arrays["things_hits"], rb.arrays["things_hits"], ra.arrays["things_responses"], n_boot, seed
+    )
+    out.append({"a": a, "b": b, **diff})
+  return out
+
+
+def differences_section(found: list[dict], records: Records) -> str:
+  if not found:
+    return ""
+  rows = []
+  for d in found:
+    rows.append(
+      [
+        f"{d['a']} - {d['b']}",
+        pct(d["difference"], d["ci95"]),
+        f"{d['p_below_zero']:.4f}",
+        f"{d['n_triplets']:,}",
+      ]
+    )
+    records.add(
+      f"{d['a']} - {d['b']}", "things", "difference", "accuracy", d["difference"], d["ci95"], d["n_triplets"]
+    )
+  notes = (
+    "Accuracy differences on the same triplets; 95 % percentile intervals of a paired bootstrap over "
+    "triplets (both models resampled together); `p <= 0` is the bootstrap fraction at or below zero."
+  )
+  header = ["difference", "accuracy points [95 % CI]", "p <= 0", "triplets"]
+  return "## Paired differences\n\n" + markdown_table(header, rows) + "\n\n" + notes + "\n"

@@ -16,14 +16,15 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from aligned import artifacts, distributed, evaluators
+from aligned import artifacts, distributed, evaluators, odd_one_out, uncertainty
 from aligned.backbones import build_backbone
 from aligned.data import items as item_sources
 from aligned.data import triplets as triplets_io
-from aligned.data.alignet_files import alignet_path
+from aligned.data.alignet_files import alignet_path, read_alignet
 from aligned.errors import DataError
 from aligned.student import data as student_data
 from aligned.student.evaluators import HumanEvaluator, ValidationEvaluator, embed_items
@@ -57,6 +58,7 @@ class Run:
   config: ml_collections.ConfigDict
   workdir: pathlib.Path
   trainer: Trainer
+  tau: float  # the loss temperature in use (config.tau, or fitted when it is 0)
   schedule: optax.Schedule
   items: object  # the item source of the AligNet files' indices
   train_rows: student_data.TripletRows
@@ -71,10 +73,12 @@ def build_items(config, backbone, kind: str):
   d = config.data
   if d.source == "synthetic":
     return item_sources.SyntheticImages(d.synthetic.n_items, d.synthetic.image_size, seed=d.synthetic.seed)
-  if d.source == "things_words":
+  if d.source in item_sources.TEXT_SOURCES:
     if kind != "text":
-      raise ValueError("data.source=things_words needs a text backbone (e.g. minilm)")
-    return item_sources.TextItems(item_sources.things_texts(d.template)[1], backbone)
+      raise ValueError(f"data.source={d.source} needs a text backbone (e.g. minilm)")
+    ids, texts = item_sources.text_source(d.source, d.template, d.get("wordnet"))
+    check_item_ids(alignet_path(d.root, d.transform, "val", d.samplings[0]), ids)
+    return item_sources.TextItems(texts, backbone)
   if d.source == "tfds":
     if kind != "image":
       raise ValueError("data.source=tfds needs an image backbone")
@@ -82,7 +86,40 @@ def build_items(config, backbone, kind: str):
     normalization = d.normalization if d.preprocessing == "backbone" else "none"
     source = item_sources.TfdsSource(d.tfds_name, d.tfds_split, d.tfds_data_dir)
     return item_sources.ImageItems(source, size, normalization, workers=d.workers)
-  raise ValueError(f"unknown data.source {d.source!r}; expected tfds, things_words or synthetic")
+  raise ValueError(
+    f"unknown data.source {d.source!r}; expected tfds, synthetic or one of {item_sources.TEXT_SOURCES}"
+  )
+
+
+def decay_rate(optimizer_config, steps: int) -> float:
+  """Decay-to-init's rate: `decay_to_init`, or from `decay_strength` when that is > 0.
+
+  The pull toward the initial parameters has time constant 1 / (rate * lr) steps, so what it does
+  depends on the run's length: the release's rate 1.0 at peak lr 3e-5 over 100 k steps has strength
+  rate * lr * steps = 3 (its time constant, 33 k steps, is a third of the run). `decay_strength = 3`
+  keeps that ratio for any length and learning rate: rate = strength / (lr * steps).
+  """
+  if optimizer_config.get("decay_strength", 0.0) > 0:
+    return optimizer_config.decay_strength / (optimizer_config.learning_rate * steps)
+  return optimizer_config.decay_to_init
+
+
+def check_item_ids(path: pathlib.Path, ids: np.ndarray) -> None:
+  """Refuses AligNet files made over other items: their file names must be `ids` at their indices
+  (e.g. a store of other WordNet nouns, or of another template's item order)."""
+  if not path.exists():
+    return
+  triplets = read_alignet(path, n_images=len(ids))
+  wrong = np.flatnonzero((ids[triplets.indices] != triplets.filenames).any(axis=1))
+  if len(wrong):
+    row = int(wrong[0])
+    raise DataError(
+      path,
+      f"file names {list(triplets.filenames[row])} are not this source's items "
+      f"{list(ids[triplets.indices[row]])} at indices {list(triplets.indices[row])}: the files were "
+      "generated from another item set (check data.source and its settings)",
+      row=row + 1,
+    )
 
 
 def things_items(config, backbone, kind: str):
@@ -155,6 +192,39 @@ def _human_evaluator(config, trainer: Trainer, backbone, kind: str) -> HumanEval
   return HumanEvaluator(evaluators.HumanTripletEvaluator(human, embed, "dot"))
 
 
+def fit_tau(student: Student, seed: int, items, rows: student_data.TripletRows, n: int = 512) -> float:
+  """The student's tau when `config.tau` is 0: the temperature at which the student *at initialisation*
+  best predicts the targets of `n` validation triplets (the same 1-D fit as the teacher's T).
+
+  The release's tau = 100 suits SigLIP-like features with large norms; for a unit-norm backbone such
+  as MiniLM, dot products of head outputs are O(1), softmax(d / 100) is flat and the student cannot
+  express the teacher's confidence until its head has grown a hundredfold. Fitting tau once, before
+  the first step, puts the student's choice model on the targets' scale from the start.
+  """
+  params = jax.jit(student.init)(jax.random.key(seed))
+  batch = student_data.load_batch(rows, items, np.arange(min(n, len(rows))))
+  embed = jax.jit(student.triplet_embed)
+  sims = np.asarray(odd_one_out.pair_similarities(embed(params, batch["inputs"]), "dot"))
+  targets = np.asarray(jax.nn.softmax(jnp.asarray(batch["targets"]), axis=-1))
+  return uncertainty.fit_temperature(sims, targets)
+
+
+def _tau(config, workdir: pathlib.Path, student: Student, items, validation_file: pathlib.Path) -> float:
+  """`config.tau`, or (when 0) the fitted tau, kept in workdir/tau.json so that a resumed run uses it."""
+  if config.tau > 0:
+    return float(config.tau)
+  path = workdir / "tau.json"
+  if path.exists():
+    return float(json.loads(path.read_text())["tau"])
+  if not validation_file.exists():
+    raise DataError(validation_file, "tau = 0 (fit) needs the validation file of the first sampling")
+  tau = fit_tau(student, config.seed, items, student_data.TripletRows([validation_file], n_items=len(items)))
+  distributed.barrier("tau fitted")
+  if jax.process_index() == 0:
+    artifacts.write_json(path, {"tau": tau, "fit_on": str(validation_file)})
+  return tau
+
+
 def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
   """Everything a run needs, from its config (see the module docstring). Sets `config.data.root` (and
   samplings) of the smoke task to the synthetic files it writes, so config.json records them."""
@@ -178,24 +248,26 @@ def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
   schedule = warmup_cosine(o.learning_rate, config.steps, o.warmup_steps)
   optimizer = make_optimizer(
     learning_rate=schedule,
-    decay_rate=o.decay_to_init,
+    decay_rate=decay_rate(o, config.steps),
     b1=o.b1,
     b2=o.b2,
     eps=o.eps,
     clip_norm=o.clip_norm,
     trainable=student.trainable_mask,
   )
-  trainer = Trainer.create(student, optimizer, mesh, config.loss, config.tau, config.seed)
+  tau = _tau(config, workdir, student, items, alignet_path(d.root, d.transform, "val", d.samplings[0]))
+  trainer = Trainer.create(student, optimizer, mesh, config.loss, tau, config.seed)
   validation = [
     ValidationEvaluator(
-      s,
+      s if transform == d.transform else f"{s}@{transform}",
       student_data.TripletRows([p], n_items=len(items), limit=config.eval.max_triplets),
       items,
       trainer,
       config.batch_size,
     )
+    for transform in dict.fromkeys((d.transform, *config.eval.transforms))
     for s, p in zip(
-      d.samplings, student_data.alignet_files(d.root, d.transform, "val", d.samplings), strict=True
+      d.samplings, student_data.alignet_files(d.root, transform, "val", d.samplings), strict=True
     )
     if p.exists()
   ]
@@ -204,6 +276,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
     config=config,
     workdir=workdir,
     trainer=trainer,
+    tau=tau,
     schedule=schedule,
     items=items,
     train_rows=train_rows,

@@ -29,7 +29,7 @@ from aligned import artifacts, distributed, plots
 from aligned.errors import DataError
 from aligned.progress import Progress
 from aligned.student import data as student_data
-from aligned.student.build import Run, build_run
+from aligned.student.build import Run, build_run, decay_rate
 from aligned.student.evaluators import embed_items
 from aligned.student.trainer import TrainState, state_from_dict
 
@@ -188,6 +188,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     "backbone": config.backbone,
     "train": config.train,
     "loss": config.loss,
+    "tau": run.tau,
+    "decay_rate": decay_rate(config.optimizer, config.steps),
     "batch_size": config.batch_size,
     "n_train_triplets": len(run.train_rows),
     "devices": jax.device_count(),

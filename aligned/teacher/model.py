@@ -3,14 +3,25 @@
     z = ((x - mean) / std) @ W + b,   s_ij = z_i . z_j  (or cosine),   p = softmax(s / T)
 
 `mean` and `std` are scalars over the training objects' embeddings (as gLocal), constants of the fit.
-The trainable parameters are `weights` W [d, d], `bias` b [d] and `log_temperature` (T = exp).
-Everything here is a pure function of (params, data); `optimize.py` runs it.
+The trainable parameters are `weights` W [d, d] and `bias` b [d]. Everything here is a pure function
+of (params, data); `optimize.py` runs it.
+
+The fit has two steps, so that the penalty's strength is identifiable:
+1. W and b at T = 1 (as gLocal). Fitting T jointly would not be: (W, b, T) -> (cW, cb, c^2 T) leaves
+   every prediction unchanged and multiplies the identity penalty by c^2, so lambda would only pick
+   a rescaling and cross-validation would choose among rescalings.
+2. T alone, by the same objective on the same training data (`fit_temperature`, a 1-D search), so
+   the teacher's choice probabilities are calibrated. A model that is uncertain where people are
+   gets the larger T.
 
 Objectives (per triplet, reduced by per-triplet weights):
 - "hard": cross-entropy of the human responses, -sum_k c_k log p_k / sum_k c_k. With one response per
-  triplet this is the hard-label cross-entropy of the pair judged most similar. T is fixed at 1.
-- "distill" (uncertainty distillation): KL(p_human || p_model) to the per-triplet human choice
-  distribution, fitting T too, so that the teacher is as uncertain as people where they disagree.
+  triplet this is the hard-label cross-entropy of the pair judged most similar.
+- "distill" (uncertainty distillation): KL(p_target || p_model) to per-triplet choice distributions
+  (response proportions, or a choice model's probabilities), so that the teacher is as uncertain as
+  people where they disagree.
+Both differ only by a per-triplet constant (the targets' entropy), so the fitted T is the same
+1-D minimiser for both: that of the weighted cross-entropy.
 Regularisers: "identity", lambda ||W - mean(diag W) I||_F^2 (keeps the backbone's local structure),
 or "l2", lambda ||W||_F^2.
 """
@@ -24,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aligned import odd_one_out
+from aligned import odd_one_out, uncertainty
 from aligned.transform import AffineTransform, apply_affine
 
 Objective = Literal["hard", "distill"]
@@ -69,10 +80,6 @@ class Hyperparams:
   learning_rate: float = 1e-2
   similarity: odd_one_out.Similarity = "dot"
 
-  @property
-  def fit_temperature(self) -> bool:
-    return self.objective == "distill"
-
 
 def standardization(x: np.ndarray) -> tuple[float, float]:
   """Scalar mean and std over all entries of the (training objects') embeddings, as gLocal."""
@@ -81,24 +88,14 @@ def standardization(x: np.ndarray) -> tuple[float, float]:
 
 
 def init_params(d: int, init_scale: float | None = None) -> dict:
-  """W = init_scale * I (default 1 / sqrt(d), so initial similarities are O(1)), b = 0, T = 1."""
+  """W = init_scale * I (default 1 / sqrt(d), so initial similarities are O(1)), b = 0."""
   scale = d**-0.5 if init_scale is None else init_scale
-  return {
-    "weights": jnp.eye(d, dtype=jnp.float32) * scale,
-    "bias": jnp.zeros((d,), jnp.float32),
-    "log_temperature": jnp.zeros((), jnp.float32),
-  }
+  return {"weights": jnp.eye(d, dtype=jnp.float32) * scale, "bias": jnp.zeros((d,), jnp.float32)}
 
 
 def transformed(params: dict, x: jax.Array, mean: float, std: float) -> jax.Array:
   """z = ((x - mean) / std) @ W + b for [..., d] embeddings."""
   return apply_affine({"weights": params["weights"], "bias": params["bias"], "mean": mean, "std": std}, x)
-
-
-def temperature(params: dict, hparams: Hyperparams) -> jax.Array:
-  if hparams.fit_temperature:
-    return jnp.exp(params["log_temperature"])
-  return jnp.ones((), jnp.float32)
 
 
 def regularization(weights: jax.Array, kind: Regularizer) -> jax.Array:
@@ -170,7 +167,7 @@ def _normalize_if_cosine(z: jax.Array, similarity: str) -> jax.Array:
 
 
 def data_sums_matrix(
-  params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams
+  params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams, temp=1.0
 ) -> dict:
   """Few objects: S = Z Z^T once, then three gathers per triplet. Returns weighted sums (`_sums`)."""
   z = _normalize_if_cosine(transformed(params, x, mean, std), hparams.similarity)
@@ -179,18 +176,24 @@ def data_sums_matrix(
     sims = sim_matrix.reshape(-1)[batch["pairs"]]
   else:
     sims = odd_one_out.pair_similarities_from_matrix(sim_matrix, batch["triplets"])
-  return _sums(sims, batch, temperature(params, hparams), hparams.objective)
+  return _sums(sims, batch, temp, hparams.objective)
 
 
 def data_sums_chunked(
-  params: dict, x: jax.Array, mean: float, std: float, batch: dict, hparams: Hyperparams, chunk: int
+  params: dict,
+  x: jax.Array,
+  mean: float,
+  std: float,
+  batch: dict,
+  hparams: Hyperparams,
+  chunk: int,
+  temp=1.0,
 ) -> dict:
   """Many objects: Z once, then `lax.scan` over chunks of triplets gathering [chunk, 3, d] rows of Z.
 
   Never materialises [n_triplets, 3, d]; the batch length must be a multiple of `chunk`. Z costs one
   [n, d] x [d, d] product per step, far less than transforming three rows per triplet.
   """
-  temp = temperature(params, hparams)
   z = _normalize_if_cosine(transformed(params, x, mean, std), hparams.similarity)
   chunks = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), batch)
 
@@ -204,11 +207,33 @@ def data_sums_chunked(
   return jax.tree.map(jnp.sum, sums)
 
 
-def to_transform(
-  params: dict, mean: float, std: float, hparams: Hyperparams
-) -> tuple[AffineTransform, float]:
-  """The fitted teacher as a gLocal-format transform plus its temperature."""
-  transform = AffineTransform(
+def score(
+  params: dict,
+  x: np.ndarray,
+  mean: float,
+  std: float,
+  data: TripletTargets,
+  hparams: Hyperparams,
+  temp: float,
+) -> dict:
+  """Weighted mean loss at `temp` and accuracy of a fitted transform on triplets of `x`'s objects (the
+  same sums as the fit, without a Fitter: e.g. held-out objects in cross-validation)."""
+  batch = jax.tree.map(jnp.asarray, batch_arrays(data, len(x)))
+  sums = data_sums_matrix(params, jnp.asarray(x, jnp.float32), mean, std, batch, hparams, temp)
+  return {"loss": float(sums["loss"] / sums["weight"]), "accuracy": float(sums["hits"] / sums["weight"])}
+
+
+def fit_temperature(sims: np.ndarray, data: TripletTargets) -> float:
+  """The T minimising the weighted cross-entropy of the targets under softmax(sims / T) (step 2).
+
+  Cross-entropy and KL to the targets differ by the targets' entropy, a constant in T, so this is the
+  minimiser of both objectives. sims: [n, 3] pair similarities of `data.triplets`.
+  """
+  return uncertainty.fit_temperature(sims, data.probs * data.weights[:, None])
+
+
+def to_transform(params: dict, mean: float, std: float) -> AffineTransform:
+  """The fitted W, b as a gLocal-format transform."""
+  return AffineTransform(
     np.asarray(params["weights"], np.float32), np.asarray(params["bias"], np.float32), mean, std
   )
-  return transform, float(temperature(params, hparams))

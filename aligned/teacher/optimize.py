@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from aligned.progress import Progress
 from aligned.teacher import model
 from aligned.teacher.model import Hyperparams, TripletTargets
+from aligned.triplet_similarities import triplet_similarities
 
 Path = Literal["auto", "matrix", "chunked"]
 # Up to this many objects the [n, n] similarity matrix is cheap: build it once per step.
@@ -76,7 +77,7 @@ class Fitter:
 
   # -- Loss ------------------------------------------------------------------------------------
 
-  def _data_sums(self, params, x, batch) -> dict:
+  def _data_sums(self, params, x, batch, temp=1.0) -> dict:
     """Weighted sums of loss, weight and hits over the global batch.
 
     Each device works on its own shard of triplets (`shard_map`), with the replicated parameters and
@@ -84,17 +85,17 @@ class Fitter:
     parameter gradients), never the triplets, [n, 3, d] rows or the [n, n] similarity matrix.
     """
 
-    def local(params, x, batch):
+    def local(params, x, batch, temp):
       if self.path == "matrix":
-        sums = model.data_sums_matrix(params, x, self.mean, self.std, batch, self.hparams)
+        sums = model.data_sums_matrix(params, x, self.mean, self.std, batch, self.hparams, temp)
       else:
         sums = model.data_sums_chunked(
-          params, x, self.mean, self.std, batch, self.hparams, self.options.chunk
+          params, x, self.mean, self.std, batch, self.hparams, self.options.chunk, temp
         )
       return jax.lax.psum(sums, "data")
 
-    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P("data")), out_specs=P())(
-      params, x, batch
+    return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P("data"), P()), out_specs=P())(
+      params, x, batch, jnp.asarray(temp, jnp.float32)
     )
 
   def _loss_fn(self, params, x, batch):
@@ -108,9 +109,10 @@ class Fitter:
     updates, opt_state = self.optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, data_loss
 
-  def _metrics_fn(self, params, x, batch):
-    """Weighted mean loss and accuracy (fraction of responses / expected agreement) on a batch."""
-    sums = self._data_sums(params, x, batch)
+  def _metrics_fn(self, params, x, batch, temp):
+    """Weighted mean loss at temperature `temp` and accuracy (fraction of responses / expected
+    agreement) on a batch."""
+    sums = self._data_sums(params, x, batch, temp)
     return sums["loss"] / sums["weight"], sums["hits"] / sums["weight"]
 
   # -- Data placement -----------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class Fitter:
   # -- Loop ---------------------------------------------------------------------------------------
 
   def fit(self, data: TripletTargets, on_log: Callable[[dict], None] | None = None, progress: bool = False):
-    """Runs `options.steps` Adam steps from W = c I; returns (params, history of logged steps)."""
+    """Runs `options.steps` Adam steps on W, b (T = 1) from W = c I; returns (params, history)."""
     if len(data) == 0:
       raise ValueError("no training triplets")
     params = jax.device_put(model.init_params(self.x.shape[1], self.options.init_scale), self.replicated)
@@ -157,6 +159,15 @@ class Fitter:
         reporter.update(step, loss=record["loss"])
     return params, history
 
-  def evaluate(self, params, data: TripletTargets) -> dict:
-    loss, accuracy = self._metrics(params, self.x, self.place(data))
+  def evaluate(self, params, data: TripletTargets, temperature: float = 1.0) -> dict:
+    loss, accuracy = self._metrics(params, self.x, self.place(data), temperature)
     return {"loss": float(loss), "accuracy": float(accuracy)}
+
+  def similarities(self, params, data: TripletTargets) -> np.ndarray:
+    """[n, 3] the teacher's pair similarities of `data.triplets` (for the temperature fit)."""
+    z = model.transformed(params, self.x, self.mean, self.std)
+    return triplet_similarities(np.asarray(z), data.triplets, self.hparams.similarity)
+
+  def fit_temperature(self, params, data: TripletTargets) -> float:
+    """Step 2 of the fit: T alone, W and b fixed (see `aligned.teacher.model`)."""
+    return model.fit_temperature(self.similarities(params, data), data)

@@ -39,3 +39,34 @@ def standin_targets(
   probs = probs / probs.sum(axis=1, keepdims=True)  # exact normalisation for multinomial
   counts = rng.multinomial(responses, probs)
   return TripletTargets.from_counts(triplets, counts)
+
+
+def standin_folds(
+  embeddings: np.ndarray,
+  n_train: int,
+  n_val: int,
+  seed: int,
+  responses: int = 0,
+  exclude: np.ndarray | None = None,
+):
+  """Fold data for cross-validation (`cross_validate`'s `fold_data`): per fold, `n_train` stand-in
+  triplets sampled within the training objects and `n_val` within the held-out ones (object indices
+  of the full set; none in `exclude`)."""
+
+  def fold_data(fold: int, fold_of_object: np.ndarray) -> tuple[TripletTargets, TripletTargets]:
+    parts = []
+    for offset, (objects, n) in enumerate(
+      ((np.flatnonzero(fold_of_object != fold), n_train), (np.flatnonzero(fold_of_object == fold), n_val))
+    ):
+      lookup = np.full(len(embeddings), -1, np.int64)
+      lookup[objects] = np.arange(len(objects))
+      banned = None
+      if exclude is not None and len(exclude):
+        inside = (lookup[exclude] >= 0).all(axis=1)
+        banned = lookup[exclude[inside]]
+      fold_seed = 1000 * (seed + 1) + 2 * fold + offset  # never the final fit's seed
+      local = standin_targets(embeddings[objects], n, fold_seed, responses, banned)
+      parts.append(TripletTargets(objects[local.triplets].astype(np.int32), local.probs, local.weights))
+    return parts[0], parts[1]
+
+  return fold_data

@@ -1,8 +1,10 @@
 """`fit_teacher(config, workdir)`: what `python -m experiments.teacher` runs.
 
-Embeddings -> training triplets (a human file or the SPoSE stand-in) -> object-disjoint CV over the
-(lambda, learning rate) grid -> final fit on everything with the chosen point -> evaluation on the
-given human files -> `transform.npz`, `results.json`, `metrics.jsonl`, `plots/cv_curve.png`.
+Embeddings -> training triplets (a human file, optionally with soft targets from a choice model, or
+the SPoSE stand-in) -> object-disjoint CV over the (lambda, learning rate) grid -> final fit on
+everything with the chosen point (W, b at T = 1, then T alone) -> the base model's own temperature
+(transform held at identity, same objective and data: the calibrated UnAligNet control) -> evaluation
+on the given human files -> `transform.npz`, `results.json`, `metrics.jsonl`, `plots/cv_curve.png`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter
 from aligned.transform import Teacher
+from aligned.triplet_similarities import triplet_similarities
 
 
 def _eval_files(config) -> list[tuple[str, str]]:
@@ -38,28 +41,44 @@ def _eval_files(config) -> list[tuple[str, str]]:
   return list(zip(files, formats, strict=True))
 
 
-def training_data(config, x: np.ndarray) -> TripletTargets:
-  """The human triplet file of `config.triplets`, or the SPoSE stand-in when it is empty."""
+def _choice_model(path: str, n_objects: int, what: str) -> np.ndarray:
+  embeddings = embeddings_io.load_embeddings(path)
+  if len(embeddings) != n_objects:
+    raise DataError(path, f"{what} has {len(embeddings)} rows but the teacher's embeddings {n_objects}")
+  return embeddings
+
+
+def training_data(config, x: np.ndarray):
+  """(all training triplets, CV fold data): the human file of `config.triplets` (folds select from
+  it), or the SPoSE stand-in when it is empty (each fold samples its own, see `cross_validation`).
+
+  With `config.soft_targets` set, a real file's one-hot responses are replaced by the choice
+  probabilities of that embedding (e.g. SPoSE or VICE) on each training triplet: the
+  approximate-Bayesian reading of uncertainty distillation (a model of many people's choices stands
+  in for the per-triplet distribution that one response cannot give).
+  """
   n_objects = len(x)
   if config.triplets:
     human = triplets_io.read_triplets(config.triplets, config.triplets_format, n_objects=n_objects)
-    return TripletTargets.from_counts(human.triplets, human.counts)
-  spose = embeddings_io.load_embeddings(config.standin.spose)
-  if len(spose) != n_objects:
-    raise DataError(
-      config.embeddings, f"{n_objects} embeddings but the SPoSE stand-in labels {len(spose)} objects"
-    )
+    data = TripletTargets.from_counts(human.triplets, human.counts)
+    if config.soft_targets:
+      model_ = _choice_model(config.soft_targets, n_objects, "the soft-target choice model")
+      probs = standin.choice_probs(model_, data.triplets).astype(np.float32)
+      data = TripletTargets(data.triplets, probs, np.ones(len(data), np.float32))
+    return data, cross_validation.masked_folds(data)
+  spose = _choice_model(config.standin.spose, n_objects, "the SPoSE stand-in")
   exclude = [np.zeros((0, 3), np.int32)]
   if config.standin.exclude_eval:
     for path, fmt in _eval_files(config):
       exclude.append(triplets_io.read_triplets(path, fmt, n_objects=n_objects).triplets)
-  return standin.standin_targets(
-    spose, config.standin.n_triplets, config.standin.seed, config.standin.responses, np.concatenate(exclude)
-  )
+  s, exclude = config.standin, np.concatenate(exclude)
+  data = standin.standin_targets(spose, s.n_triplets, s.seed, s.responses, exclude)
+  return data, standin.standin_folds(spose, s.n_triplets, s.n_val, s.seed, s.responses, exclude)
 
 
 def _transform_scores(x, teacher: Teacher, path, fmt) -> dict:
-  """Base (raw embeddings, T = 1) and teacher accuracy, p(human choice) and KL on one human file."""
+  """Base (raw embeddings at their own fitted T) and teacher accuracy, p(human choice) and KL on one
+  human file."""
   human = triplets_io.read_triplets(path, fmt, n_objects=len(x))
   result = {
     "file": str(path),
@@ -68,7 +87,7 @@ def _transform_scores(x, teacher: Teacher, path, fmt) -> dict:
     "n_responses": human.n_responses,
   }
   for name, embed, temperature in (
-    ("base", evaluators.fixed(x), 1.0),
+    ("base", evaluators.fixed(x), teacher.base_temperature),
     ("teacher", lambda t: np.asarray(t.transform(x)), teacher.temperature),
   ):
     evaluator = HumanTripletEvaluator(human, embed, teacher.similarity, temperature, kl=True)
@@ -78,7 +97,7 @@ def _transform_scores(x, teacher: Teacher, path, fmt) -> dict:
   return result
 
 
-def _select(config, x, data: TripletTargets, base: Hyperparams, points, make_fitter, log):
+def _select(config, x, fold_data, base: Hyperparams, points, make_fitter, log):
   """(CV rows, CV summary, chosen grid point): object-disjoint CV when the grid has several points."""
   if len(points) == 1:
     return [], {"summary": []}, points[0]
@@ -88,13 +107,13 @@ def _select(config, x, data: TripletTargets, base: Hyperparams, points, make_fit
     log.write({"event": "cv", **row})
     print(
       f"cv fold {row['fold']} lambda {row['lam']:g} lr {row['learning_rate']:g}: "
-      f"val loss {row['val_loss']:.4f} accuracy {100 * row['val_accuracy']:.2f} %",
+      f"T {row['temperature']:.3g}, val loss {row['val_loss']:.4f} accuracy {100 * row['val_accuracy']:.2f} %",
       flush=True,
     )
     progress.update(next(done))
 
   rows, cv = cross_validation.cross_validate(
-    x, data, base, points, config.folds, config.seed, make_fitter, on_cv_row
+    x, fold_data, base, points, config.folds, config.seed, make_fitter, on_cv_row
   )
   return rows, cv, cv["best"]
 
@@ -110,7 +129,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
   start = time.perf_counter()
 
   x = embeddings_io.load_embeddings(config.embeddings, order=config.embeddings_order)
-  data = training_data(config, x)
+  data, fold_data = training_data(config, x)
   if data.triplets.max() >= len(x):
     raise DataError(
       config.embeddings, f"{len(x)} embeddings, but a triplet uses object {data.triplets.max()}"
@@ -131,16 +150,20 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     return Fitter(x_, mean, std, hparams, options, mesh)
 
   with artifacts.MetricsLog(workdir / "metrics.jsonl") as log:
-    rows, cv, chosen = _select(config, x, data, base, points, make_fitter, log)
+    rows, cv, chosen = _select(config, x, fold_data, base, points, make_fitter, log)
     hparams = Hyperparams(**{**base.__dict__, "lam": chosen["lam"], "learning_rate": chosen["learning_rate"]})
     mean, std = model.standardization(x[cross_validation.used_objects(data.triplets)])
     fitter = make_fitter(x, mean, std, hparams)
     params, history = fitter.fit(data, on_log=lambda r: log.write({"event": "fit", **r}), progress=True)
-    train_scores = fitter.evaluate(params, data)
-    log.write({"event": "final", **train_scores})
+    temp = fitter.fit_temperature(params, data)
+    train_scores = fitter.evaluate(params, data, temp)
+    # the control's calibration: the same 1-D fit on the raw embeddings (transform at identity)
+    base_temp = model.fit_temperature(triplet_similarities(x, data.triplets, config.similarity), data)
+    log.write({"event": "final", "temperature": temp, "base_temperature": base_temp, **train_scores})
 
-  transform, temp = model.to_transform(params, mean, std, hparams)
-  teacher = Teacher(transform, temp, config.similarity, config.objective)
+  teacher = Teacher(
+    model.to_transform(params, mean, std), temp, config.similarity, config.objective, base_temp
+  )
   teacher.save(workdir / "transform.npz")
   evaluations = [_transform_scores(x, teacher, path, fmt) for path, fmt in _eval_files(config)]
   results = {
@@ -156,6 +179,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     "n_devices": int(mesh.devices.size),
     "chosen": chosen,
     "temperature": temp,
+    "base_temperature": base_temp,
     "cv_summary": cv["summary"],
     "cv_rows": rows,
     "train": train_scores,
@@ -174,7 +198,8 @@ def format_results(results: dict) -> str:
     f"{results['objective']} objective, {results['n_training_triplets']:,} training triplets "
     f"({results['training_data']})",
     f"chosen lambda {results['chosen']['lam']:g}, lr {results['chosen']['learning_rate']:g}; "
-    f"temperature {results['temperature']:.4g}; {results['seconds']:.0f} s",
+    f"temperature {results['temperature']:.4g} (base model {results['base_temperature']:.4g}); "
+    f"{results['seconds']:.0f} s",
   ]
   for summary in results["cv_summary"]:
     lines.append(
