@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ALIGNED_DATA ?= $(if $(wildcard ../shared/data/MANIFEST.tsv),$(abspath ../shared/data),$(HOME)/.cache/aligned/data)
 export ALIGNED_DATA
 
-.PHONY: demo demo-images test test-fast lint format data clean
+.PHONY: demo demo-seeds demo-images test test-fast lint format data clean
 
 $(BIN)/.runtime: requirements.txt requirements-models.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -25,6 +25,10 @@ data: $(BIN)/.runtime
 
 demo: data
 	$(BIN)/python -m experiments.demo --config=configs/demo.py --workdir=runs/demo
+
+# the demo with each student trained from seeds 0, 1 and 2 (the spread goes into report.md)
+demo-seeds: data
+	$(BIN)/python -m experiments.demo --config=configs/demo.py:seeds --workdir=runs/demo_seeds
 
 demo-images: $(BIN)/.runtime
 	$(BIN)/python -m experiments.demo --config=configs/demo.py:images --workdir=runs/demo_images

@@ -13,12 +13,14 @@ from aligned.artifacts import atomic_path  # noqa: E402
 
 
 def plot_cv_curve(summary: list[dict], best: dict, path: str | os.PathLike, title: str = "") -> None:
-  """Mean validation loss and accuracy against lambda, one line per learning rate."""
+  """Mean validation loss (with its standard error over folds, where given) and accuracy against
+  lambda, one line per learning rate."""
   figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
   for lr in sorted({row["learning_rate"] for row in summary}):
     rows = sorted((r for r in summary if r["learning_rate"] == lr), key=lambda r: r["lam"])
     lams = [max(r["lam"], 1e-12) for r in rows]
-    loss_axis.plot(lams, [r["val_loss"] for r in rows], "o-", label=f"lr {lr:g}")
+    sem = [r["val_loss_sem"] for r in rows] if all("val_loss_sem" in r for r in rows) else None
+    loss_axis.errorbar(lams, [r["val_loss"] for r in rows], yerr=sem, fmt="o-", capsize=3, label=f"lr {lr:g}")
     accuracy_axis.plot(lams, [100 * r["val_accuracy"] for r in rows], "o-", label=f"lr {lr:g}")
   loss_axis.axvline(
     max(best["lam"], 1e-12), color="gray", linestyle="--", label=f"chosen lambda {best['lam']:g}"

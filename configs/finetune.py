@@ -7,8 +7,8 @@ Variants:
       folder (--config.checkpoint=DIR, transformers layout), AligNet files in --config.data.root,
       images by index from tfds imagenet2012/train; Adam + decay to init (1.0) + warmup-cosine to
       3e-5 over 100 k steps (5 k warmup), batch 512 triplets, JSD, tau = 100, head 1024.
-  minilm           the text student of the demo: all-MiniLM-L6-v2 on THINGS concepts (items are the
-                   1,854 concepts in sorted order, texts from data.template).
+  minilm           the text student of the demo: all-MiniLM-L6-v2 on texts (THINGS concepts, or WordNet
+                   nouns with data.source=wordnet_nouns; texts from data.template), tau fitted.
   smoke            a tiny random ViT on a synthetic learnable task (files written into W): seconds on CPU.
 
 Rerunning the same command resumes from the last checkpoint in W/checkpoints; SIGTERM checkpoints and
@@ -98,6 +98,8 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
     config.backbone = "minilm"
     config.data.source = "things_words"
     config.data.samplings = ("cluster_border_10", "random")
+    config.tau = 0.0  # fitted at initialisation: MiniLM's output is unit-norm, tau = 100 would flatten it
+    config.optimizer.decay_strength = 3.0  # the release's pull toward init, for this run's length
     config.steps, config.batch_size = 300, 64
     config.optimizer.learning_rate, config.optimizer.warmup_steps = 1e-4, 30
     config.checkpointing.every, config.eval.every, config.log_every = 100, 100, 25

@@ -10,9 +10,17 @@ from tests.conftest import SHARED_DATA
 
 
 def test_manifest_matches_the_shared_one_and_the_shared_files_verify(data_dir):
-  assert cache.MANIFEST.read_text() == (SHARED_DATA / "MANIFEST.tsv").read_text()
+  # the data's two manifests, top level and WordNet's, in one
+  wordnet = (SHARED_DATA / "wordnet" / "MANIFEST.tsv").read_text().split("\n", 1)[1]
+  assert cache.MANIFEST.read_text() == (SHARED_DATA / "MANIFEST.tsv").read_text() + wordnet
   entries = cache.read_manifest()
-  assert len(entries) == 21
+  assert len(entries) == 25
+  assert [e.path for e in entries if not cache.fetchable(e.origin)] == [
+    "wordnet/data.noun",
+    "wordnet/index.noun",
+    "wordnet/lexnames",
+    "wordnet/LICENSE",
+  ]
   status = cache.verify(SHARED_DATA)
   assert set(status.values()) == {"ok"}, status
 
@@ -64,3 +72,11 @@ def test_manifest_rows_are_checked(tmp_path):
   with pytest.raises(DataError, match="inside the data folder") as e:
     cache.read_manifest(bad)
   assert e.value.row == 2
+
+
+def test_a_package_member_origin_is_left_for_the_user_and_reported(tmp_path):
+  entry = _entry("wordnet/data.noun", b"x", "WordNet 3.0 (Princeton WNdb-3.0, dict/data.noun)")
+  logs = []
+  assert cache.download(tmp_path, [entry], log=logs.append) == []
+  assert "by hand" in logs[0] and "wordnet/data.noun" in logs[0]
+  assert cache.verify(tmp_path, [entry]) == {"wordnet/data.noun": "missing"}

@@ -1,7 +1,7 @@
 """The demo pipeline end to end on images (the `images` variant, shrunk): every stage runs, the
 artifacts the issue names exist, a rerun skips finished stages, and a changed stage reruns with what
-depends on it and nothing else. The text variant runs the same stage functions (see the notebook
-test, which walks them at small scale)."""
+depends on it and nothing else. The text variant (`make demo`) is tested end to end, shrunk, in
+`tests/test_method.py`, which also checks that AligNet works."""
 
 import json
 
@@ -88,30 +88,3 @@ def test_rerun_skips_finished_stages_and_a_change_reruns_only_what_depends_on_it
     "evaluate alignet_student",
     "evaluate unalignet_student",
   }
-
-
-def test_text_demo_runs_end_to_end_with_every_named_artifact(tmp_path):
-  """`make demo`'s pipeline (MiniLM on THINGS, real human triplets), shrunk to about a minute."""
-  config = demo_config.get_config("text")
-  config.teacher.standin.n_triplets, config.teacher.lambdas, config.teacher.steps = 5000, (0.1,), 30
-  config.generate.n_train, config.generate.n_val = 500, 64
-  config.student.steps, config.student.optimizer.warmup_steps, config.student.eval.every = 6, 2, 0
-  config.evaluate.bootstrap = 10
-  results = run_demo(config, tmp_path, log=lambda line: None)
-  for path in (
-    "things_embeddings.npy",
-    "teacher/transform.npz",
-    "alignet/manifest.json",
-    "student_things_embeddings.npy",
-    "untransformed_student_things_embeddings.npy",
-    "report.md",
-    "results.json",
-  ):
-    assert (tmp_path / path).exists(), path
-  assert list((tmp_path / "plots").glob("*.png"))
-  assert np.load(tmp_path / "student_things_embeddings.npy").shape == (1854, 1024)
-  table = {row["model"]: row for row in results["table"]}
-  assert table["SPoSE 49-d (fit to people)"]["accuracy"] == pytest.approx(1427 / 2171)  # a known fact
-  assert table["MiniLM (base)"]["accuracy"] == pytest.approx(914 / 2171)  # 42.10 %, README and issue 2
-  # the students are evaluated on their own embeddings, not the base model's
-  assert table["AligNet student"]["accuracy"] != table["MiniLM (base)"]["accuracy"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -227,3 +228,20 @@ def test_report_refuses_unfinished_runs(tmp_path, two_runs):
   assert not (tmp_path / "R" / "report.md").exists()
   done = _report(tmp_path / "R", f"--config.runs={two_runs['spose']}", "--config.names=a,b")
   assert done.returncode == 2 and "2 names for 1 runs" in done.stderr
+
+
+def test_runs_of_one_model_from_several_seeds_are_summarised():
+  from aligned.report.runs import Run
+  from aligned.report.tables import Records, seeds_section
+
+  def run(name, accuracy):
+    return Run(name, pathlib.Path(name), {"accuracy": accuracy}, {})
+
+  runs = [run("A", 0.50), run("A (seed 1)", 0.52), run("A (seed 2)", 0.54), run("B", 0.40)]
+  records = Records()
+  text = seeds_section(runs, records)
+  assert "| A | 3 | 52.00 % | 2.00 | 50.00 % | 54.00 % |" in text and "| B |" not in text
+  assert {(r["run"], r["metric"]): r["value"] for r in records.rows}[("A", "accuracy_std")] == pytest.approx(
+    0.02
+  )
+  assert seeds_section(runs[:1] + runs[3:], Records()) == ""

@@ -1,8 +1,12 @@
-"""AligNet works: at shrunk scale (the text demo, fixed seeds) the AligNet student beats the model it
-starts from and the calibrated UnAligNet control on the real THINGS human triplets, items no student
-trained on. The margins were chosen below the smallest one measured over three student seeds (see
-`MARGINS`); if this fails, the method (teacher, labels, student or evaluation) broke."""
+"""AligNet works, end to end: `make demo`'s pipeline shrunk (fixed seeds) writes every named artifact,
+and its AligNet student beats the model it starts from and the calibrated UnAligNet control on the
+real THINGS human triplets, items no student trained on. The margins are below the smallest ones
+measured over three student seeds (`python -m tests.test_method` prints them); if the test fails, the
+method (teacher, labels, students or evaluation) broke."""
 
+import json
+
+import numpy as np
 import pytest
 
 from aligned.demo import run_demo
@@ -10,42 +14,82 @@ from configs import demo as demo_config
 
 pytestmark = pytest.mark.slow  # a whole pipeline: `make test-fast` skips it
 
-# Measured with `python -m tests.test_method` (seeds 0, 1, 2): see MEASURED. Each margin is below the
-# smallest difference over those seeds.
+# Smallest differences over seeds 0, 1, 2 (accuracy points, measured with `python -m tests.test_method`):
+# AligNet - start MEASURED["base"], AligNet - UnAligNet MEASURED["unalignet"]; margins stay below them.
+MEASURED = {"base": None, "unalignet": None}
 MARGINS = {"base": 0.0, "unalignet": 0.0}
-MEASURED = {}
 
 
 def shrunk(seed: int = 0):
-  config = demo_config.get_config("word")  # {word} texts everywhere: the fast variant
+  """The default text demo at a fraction of its size (about three minutes on 2 cores)."""
+  config = demo_config.get_config("text")
   config.wordnet.n_items = 1_000
   config.student_seeds = (seed,)
-  config.teacher.standin.n_triplets = 20_000
-  config.teacher.lambdas, config.teacher.steps = (1e-2,), 150
-  config.generate.samplings = ("cluster_border_10", "random")
+  config.teacher.standin.n_triplets, config.teacher.standin.n_val = 20_000, 4_000
+  config.teacher.lambdas, config.teacher.folds, config.teacher.steps = (1e-2, 1e-1), 2, 150
   config.generate.n_train, config.generate.n_val = 4_000, 300
   config.student.steps, config.student.batch_size = 60, 32
   config.student.optimizer.warmup_steps = 6
-  config.student.checkpointing.every, config.student.eval.every, config.student.log_every = 60, 0, 20
+  config.student.checkpointing.every, config.student.log_every = 60, 20
   config.evaluate.bootstrap, config.evaluate.uncertainty_folds = 20, 2
   return config
 
 
-def _accuracies(results) -> dict:
+def accuracies(results) -> dict:
   return {row["model"]: row["accuracy"] for row in results["table"]}
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-  return run_demo(shrunk(0), tmp_path_factory.mktemp("method"), log=lambda _: None)
+def demo(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("method")
+  return workdir, run_demo(shrunk(0), workdir, log=lambda _: None)
 
 
-def test_alignet_beats_its_start_and_its_control_on_unseen_human_triplets(results):
-  table = _accuracies(results)
-  (base,) = (v for k, v in table.items() if k.endswith("(students' start)"))
-  alignet, control = table["AligNet student"], table["UnAligNet student"]
-  assert alignet > base + MARGINS["base"], table
-  assert alignet > control + MARGINS["unalignet"], table
+def test_every_named_artifact(demo):
+  workdir, results = demo
+  for path in (
+    "things_embeddings.npy",
+    "start_things_embeddings.npy",
+    "extract_items/store/metadata.json",
+    "teacher/transform.npz",
+    "teacher/plots/cv_curve.png",
+    "alignet/manifest.json",
+    "alignet_student_things_embeddings.npy",
+    "unalignet_student_things_embeddings.npy",
+    "report.md",
+    "results.csv",
+    "results.json",
+  ):
+    assert (workdir / path).exists(), path
+  assert np.load(workdir / "alignet_student_things_embeddings.npy").shape == (1854, 1024)
+  table = accuracies(results)
+  assert table["SPoSE 49-d (fit to people)"] == pytest.approx(1427 / 2171)  # a known fact
+  assert table["MiniLM {word} (students' start)"] == pytest.approx(914 / 2171)  # 42.10 %
+  assert table["MiniLM {word}: {definition} (teacher's backbone)"] == pytest.approx(1090 / 2171)  # 50.21 %
+  # the students trained on WordNet nouns only, none of them a THINGS concept
+  store = json.loads((workdir / "extract_items" / "store" / "metadata.json").read_text())
+  assert store["source"] == "wordnet_nouns" and store["n_items"] == 1_000
+  manifest = json.loads((workdir / "alignet" / "manifest.json").read_text())
+  labels = results["labels"]
+  assert labels["untransformed"]["temperature"] == manifest["temperatures"]["untransformed"]
+  teacher = json.loads((workdir / "teacher" / "results.json").read_text())
+  assert manifest["temperatures"]["untransformed"] == pytest.approx(teacher["base_temperature"])
+  assert 0.5 < labels["uncertainty_distillation"]["mean_entropy"] < np.log(3)
+  (vs_control, vs_start) = results["differences"]
+  assert vs_control["a"] == "AligNet student" and vs_control["b"] == "UnAligNet student"
+  assert vs_start["b"] == "MiniLM {word} (students' start)"
+  assert vs_start["difference"] == pytest.approx(table["AligNet student"] - table[vs_start["b"]], abs=1e-9)
+  report = (workdir / "report.md").read_text()
+  assert "## Paired differences" in report and "AligNet student - UnAligNet student" in report
+
+
+def test_alignet_beats_its_start_and_its_control_on_unseen_human_triplets(demo):
+  _, results = demo
+  differences = {d["b"]: d for d in results["differences"]}
+  vs_control = differences["UnAligNet student"]
+  vs_start = differences["MiniLM {word} (students' start)"]
+  assert vs_start["difference"] > MARGINS["base"], results["table"]
+  assert vs_control["difference"] > MARGINS["unalignet"], results["table"]
 
 
 if __name__ == "__main__":  # measure the margins over seeds: python -m tests.test_method
@@ -53,5 +97,10 @@ if __name__ == "__main__":  # measure the margins over seeds: python -m tests.te
 
   for seed in (0, 1, 2):
     with tempfile.TemporaryDirectory() as folder:
-      table = _accuracies(run_demo(shrunk(seed), folder, log=lambda _: None))
-    print(seed, {k: round(100 * v, 2) for k, v in table.items()}, flush=True)
+      found = run_demo(shrunk(seed), folder, log=lambda _: None)
+    print(seed, {k: round(100 * v, 2) for k, v in accuracies(found).items()}, flush=True)
+    for d in found["differences"]:
+      lo, hi = d["ci95"]
+      print(
+        f"  {d['a']} - {d['b']}: {100 * d['difference']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]", flush=True
+      )

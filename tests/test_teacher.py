@@ -423,3 +423,26 @@ def test_score_is_the_fitters_evaluation():
     evaluated = fitter.evaluate(params, data, temp)
     assert scored["loss"] == pytest.approx(evaluated["loss"], rel=1e-5)
     assert scored["accuracy"] == pytest.approx(evaluated["accuracy"], rel=1e-6)
+
+
+def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities(data_dir):
+  from aligned.errors import DataError
+  from aligned.teacher.train import training_data
+  from configs import teacher as teacher_config
+
+  spose_path = data_dir / "things" / "spose_embedding_49d_sorted.txt"
+  spose = np.loadtxt(spose_path)
+  config = teacher_config.get_config("distill")
+  config.triplets = str(data_dir / "things" / "2171trials_humans.txt")
+  x = np.zeros((1854, 4), np.float32)
+  hard, _ = training_data(config, x)
+  assert set(np.unique(hard.probs)) == {0.0, 1.0}  # one response per triplet
+  config.soft_targets = str(spose_path)
+  soft, fold_data = training_data(config, x)
+  np.testing.assert_array_equal(soft.triplets, hard.triplets)
+  np.testing.assert_allclose(soft.probs, standin.choice_probs(spose, hard.triplets), rtol=1e-5)
+  assert (soft.weights == 1).all()
+  train, val = fold_data(0, cross_validation.object_folds(1854, 3, 0))  # folds select from the file
+  assert len(train) + len(val) < len(soft)
+  with pytest.raises(DataError, match="rows"):
+    training_data(config, np.zeros((100, 4), np.float32))

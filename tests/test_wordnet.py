@@ -74,3 +74,16 @@ def test_a_malformed_synset_line_names_file_and_row(tmp_path):
   path.write_text(good.replace(" 03 ", " 99 "))
   with pytest.raises(DataError, match="row 1"):
     wordnet.parse_data_noun(path, {3: "noun.Tops"})
+
+
+def test_a_wordnet_nouns_class_is_its_lexicographer_file(data_dir):
+  from aligned.data.class_labels import item_class, labels_from_ids
+
+  assert item_class("n01440764") == "noun.animal"  # tench
+  assert item_class("n01440764_10026.JPEG") == "n01440764"  # an ImageNet file name keeps its synset
+  assert item_class("n99999999") is None
+  ids, _ = wordnet_texts("{word}", 300, WORDNET_LEXNAMES, seed=0)
+  labels = labels_from_ids(ids)
+  nouns = wordnet.load_nouns()
+  assert [labels.names[k] for k in labels.labels] == [nouns[i].lexname for i in ids]
+  assert set(labels.names) <= set(WORDNET_LEXNAMES) and len(labels.names) >= 5

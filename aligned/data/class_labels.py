@@ -13,9 +13,9 @@
 Datasets are compared by class *name*, never by index: `map_labels` moves labels of one dataset into
 the label space of another (ImageNet-A's 200 classes into ImageNet's 1,000).
 
-Superclass (BREEDS-style) tasks need a class -> superclass mapping. No WordNet hierarchy is installed
-here (tensorflow-datasets ships the ImageNet synset lists but not the is-a relation, and nltk is
-absent), so the mapping is a user-supplied text file read by `read_superclasses`.
+Superclass (BREEDS-style) tasks need a class -> superclass mapping: a user-supplied text file read by
+`read_superclasses` (the WordNet noun hierarchy is in the data folder, `aligned.data.wordnet`, but
+building the mapping from it is not automated yet).
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from aligned.data import wordnet
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.progress import Progress
 
 _SYNSET = re.compile(r"^(n\d{8})_")  # ImageNet-train file names: n01440764_10026.JPEG
+_NOUN = re.compile(r"^n\d{8}$")  # a WordNet noun synset
 
 
 class StoreLabels(NamedTuple):
@@ -112,8 +114,9 @@ def _tfds_labels(
 
 def item_class(item: str) -> str | None:
   """The class an item id names, the one rule every stage uses: the WordNet synset of an ImageNet
-  file name (`n01440764_10026.JPEG`, in a folder or not), else the parent folder of a relative path
-  (`aardvark/aardvark_01b.jpg` -> `aardvark`); None when the id names neither.
+  file name (`n01440764_10026.JPEG`, in a folder or not); for a bare synset id (a WordNet noun, the
+  text demo's items) its lexicographer file (`n01440764` -> `noun.animal`); else the parent folder of
+  a relative path (`aardvark/aardvark_01b.jpg` -> `aardvark`); None when the id names none of these.
 
   >>> item_class("n01440764_10026.JPEG"), item_class("train/aardvark/aardvark_01b.jpg")
   ('n01440764', 'train/aardvark')
@@ -121,6 +124,9 @@ def item_class(item: str) -> str | None:
   match = _SYNSET.match(os.path.basename(item))
   if match:
     return match.group(1)
+  if _NOUN.match(item):
+    noun = wordnet.load_nouns().get(item)
+    return noun.lexname if noun else None
   return os.path.dirname(item) or None
 
 
@@ -132,8 +138,8 @@ def labels_from_ids(ids: np.ndarray, where: str | os.PathLike | None = None) -> 
     if name is None:
       raise DataError(
         where,
-        f"cannot tell the class of item {item!r}: not an ImageNet file name and not in a class folder "
-        "(want CLASS/IMAGE)",
+        f"cannot tell the class of item {item!r}: not an ImageNet file name, not a WordNet noun and "
+        "not in a class folder (want CLASS/IMAGE)",
         row=row,
       )
     classes.append(name)

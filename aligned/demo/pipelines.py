@@ -433,18 +433,19 @@ def format_results(results: dict) -> str:
   def pct(x):
     return "   n/a" if x is None else f"{100 * x:6.2f} %"
 
+  width = max(32, *(len(row["model"]) for row in results["table"]))
   lines = [
     f"AligNet demo: {results['items']}; {results['n_triplets']} triplets of {results['triplets']}",
-    f"{'model':32s} {'accuracy':>9s} {'RSA rho':>8s}",
+    f"{'model':{width}s} {'accuracy':>9s} {'RSA rho':>8s}",
   ]
   for row in results["table"]:
     rho = "n/a" if row["rsa_spearman"] is None else f"{row['rsa_spearman']:.3f}"
-    lines.append(f"{row['model']:32s} {pct(row['accuracy'])} {rho:>8s}")
-  lines.append(f"{'chance':32s} {pct(results['chance'])}")
+    lines.append(f"{row['model']:{width}s} {pct(row['accuracy'])} {rho:>8s}")
+  lines.append(f"{'chance':{width}s} {pct(results['chance'])}")
   lines.append(
-    f"{'noise ceiling':32s}    n/a (one response per triplet)"
+    f"{'noise ceiling':{width}s}    n/a (one response per triplet)"
     if results["noise_ceiling"] is None
-    else f"{'noise ceiling':32s} {pct(results['noise_ceiling'])}"
+    else f"{'noise ceiling':{width}s} {pct(results['noise_ceiling'])}"
   )
   for d in results["differences"]:
     lo, hi = d["ci95"]

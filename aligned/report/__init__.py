@@ -5,7 +5,8 @@
 
 - `workdir/report.md`: tables with 95 % intervals beside the noise ceiling and chance: the main
   table (THINGS odd-one-out, uncertainty, RSA), paired differences between runs (`config.differences`,
-  "A vs B; A vs C": accuracy difference with a paired-bootstrap interval), accuracy per THINGS category, the Levels abstraction
+  "A vs B; A vs C": accuracy difference with a paired-bootstrap interval), the spread over seeds of
+  runs named `NAME` and `NAME (seed S)`, accuracy per THINGS category, the Levels abstraction
   levels with the human noise ceiling and reaction times, uncertainty alignment, and few-shot /
   distribution-shift transfer when a run has them (`fewshot`, `shift` keys);
 - `workdir/results.json`: the gathered runs' results (`runs`, by run name) and the `differences`;
@@ -34,6 +35,7 @@ from aligned.report.tables import (
   levels_section,
   main_section,
   parse_pairs,
+  seeds_section,
   transfer_section,
   uncertainty_section,
 )
@@ -55,6 +57,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
   sections = [
     main_section(runs, records),
     differences_section(found, records),
+    seeds_section(runs, records),
     category_section(runs, records),
     levels_section(runs, records),
     uncertainty_section(runs, records),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+
+import numpy as np
 
 from aligned import metrics
 from aligned.data.levels import LEVEL_NAMES, LEVELS
@@ -352,3 +355,34 @@ def differences_section(found: list[dict], records: Records) -> str:
   )
   header = ["difference", "accuracy points [95 % CI]", "p <= 0", "triplets"]
   return "## Paired differences\n\n" + markdown_table(header, rows) + "\n\n" + notes + "\n"
+
+
+def seeds_section(runs: list[Run], records: Records) -> str:
+  """Runs named `NAME` and `NAME (seed S)` are one model trained from several seeds: their THINGS
+  accuracy as mean, standard deviation (n - 1), min and max over the seeds."""
+  groups: dict[str, list[Run]] = {}
+  for run in runs:
+    if "accuracy" in run.results:
+      groups.setdefault(re.sub(r" \(seed \d+\)$", "", run.name), []).append(run)
+  rows = []
+  for name, members in groups.items():
+    if len(members) < 2:
+      continue
+    values = np.array([m.results["accuracy"] for m in members])
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    rows.append(
+      [
+        name,
+        str(len(members)),
+        pct(mean),
+        f"{100 * std:.2f}",
+        pct(float(values.min())),
+        pct(float(values.max())),
+      ]
+    )
+    records.add(name, "things", "seeds", "accuracy_mean", mean, n=len(members))
+    records.add(name, "things", "seeds", "accuracy_std", std, n=len(members))
+  if not rows:
+    return ""
+  header = ["model", "seeds", "mean accuracy", "std (points)", "min", "max"]
+  return "## Over seeds\n\n" + markdown_table(header, rows) + "\n"
