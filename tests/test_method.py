@@ -14,10 +14,10 @@ from configs import demo as demo_config
 
 pytestmark = pytest.mark.slow  # a whole pipeline: `make test-fast` skips it
 
-# Smallest differences over seeds 0, 1, 2 (accuracy points, measured with `python -m tests.test_method`):
-# AligNet - start MEASURED["base"], AligNet - UnAligNet MEASURED["unalignet"]; margins stay below them.
-MEASURED = {"base": None, "unalignet": None}
-MARGINS = {"base": 0.0, "unalignet": 0.0}
+# Measured with `python -m tests.test_method` (student seeds 0, 1, 2; teacher 59.01 %): AligNet - start
+# +8.89, +8.29, +8.94 points; AligNet - UnAligNet +5.16, +3.45, +5.85 (paired 95 % intervals all above
+# 0: the narrowest [+1.80, +5.20]). The margins are the targets, below every measured value.
+MARGINS = {"base": 0.06, "unalignet": 0.02}
 
 
 def shrunk(seed: int = 0):

@@ -425,7 +425,7 @@ def test_score_is_the_fitters_evaluation():
     assert scored["accuracy"] == pytest.approx(evaluated["accuracy"], rel=1e-6)
 
 
-def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities(data_dir):
+def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities(data_dir, tmp_path):
   from aligned.errors import DataError
   from aligned.teacher.train import training_data
   from configs import teacher as teacher_config
@@ -444,5 +444,7 @@ def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities
   assert (soft.weights == 1).all()
   train, val = fold_data(0, cross_validation.object_folds(1854, 3, 0))  # folds select from the file
   assert len(train) + len(val) < len(soft)
-  with pytest.raises(DataError, match="rows"):
-    training_data(config, np.zeros((100, 4), np.float32))
+  np.save(tmp_path / "short.npy", spose[:100].astype(np.float32))
+  config.soft_targets = str(tmp_path / "short.npy")
+  with pytest.raises(DataError, match="short.npy: the soft-target choice model has 100 rows"):
+    training_data(config, x)
