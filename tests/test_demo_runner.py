@@ -57,3 +57,31 @@ def test_an_unfinished_stage_runs_again_in_its_folder(tmp_path):
   artifacts.write_json(tmp_path / "c" / "stage_config.json", {"value": 3})
   run_stages(table, tmp_path, lambda line: None)
   assert "c" in calls and (tmp_path / "c" / "partial.txt").exists()
+
+
+def test_the_seeds_variant_trains_each_student_per_seed_and_compares_seed_0(tmp_path):
+  from aligned.demo.pipelines import text_demo
+  from configs import demo as demo_config
+
+  demo = text_demo(demo_config.get_config("seeds"), tmp_path)
+  names = [stage.name for stage in demo.stages]
+  students = [n for n in names if not n.startswith("evaluate") and "student" in n]
+  assert students == [
+    "alignet_student",
+    "unalignet_student",
+    "alignet_student_seed1",
+    "unalignet_student_seed1",
+    "alignet_student_seed2",
+    "unalignet_student_seed2",
+  ]
+  seeds = {s.name: s.config.seed for s in demo.stages if s.name in students}
+  assert seeds["alignet_student"] == 0 and seeds["unalignet_student_seed2"] == 2
+  assert demo.names["alignet_student_seed1"] == "AligNet student (seed 1)"
+  report = next(s for s in demo.stages if s.name == "report").config
+  assert report.differences == (
+    "AligNet student vs UnAligNet student; AligNet student vs MiniLM {word} (students' start)"
+  )
+  # every student learns from the WordNet nouns and is scored on THINGS through its own texts
+  student = next(s for s in demo.stages if s.name == "unalignet_student").config
+  assert student.data.source == "wordnet_nouns" and student.data.transform == "untransformed"
+  assert student.data.template == student.human_eval.template == "{word}"
