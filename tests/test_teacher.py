@@ -387,13 +387,13 @@ def test_bad_teacher_input(tmp_path, data_dir):
 
 def test_cross_validation_fits_each_fold_on_its_own_objects_and_prefers_the_true_model():
   """Targets come from a non-identity affine model: a huge identity penalty must lose to none."""
-  x, data = _problem(n_objects=90, n_triplets=6000)
+  x, data = _problem(n_objects=90, n_triplets=4000)
   fold_data = cross_validation.masked_folds(data)
   seen = []
 
   def make_fitter(x_, mean, std, hparams):
     seen.append(len(x_))
-    return Fitter(x_, mean, std, hparams, FitOptions(steps=200, log_every=200, init_scale=0.5), data_mesh())
+    return Fitter(x_, mean, std, hparams, FitOptions(steps=100, log_every=100, init_scale=0.5), data_mesh())
 
   points = cross_validation.grid([0.0, 1e3], [3e-2])
   rows, cv = cross_validation.cross_validate(x, fold_data, Hyperparams(), points, 3, 0, make_fitter)
