@@ -1,4 +1,4 @@
-"""AligNet works, end to end: `make demo`'s pipeline shrunk (fixed seeds) writes every named artifact,
+"""AligNet works, end to end: the demo's pipeline shrunk (fixed seeds) writes every named artifact,
 and its AligNet student beats the model it starts from and the calibrated UnAligNet control on the
 real THINGS human triplets, items no student trained on. The margins are below the smallest ones
 measured over three student seeds (`python -m tests.test_method` prints them); if the test fails, the
@@ -14,23 +14,24 @@ from configs import demo as demo_config
 
 pytestmark = pytest.mark.slow  # a whole pipeline: `make test-fast` skips it
 
-# Measured with `python -m tests.test_method` (student seeds 0, 1, 2; teacher 59.01 %): AligNet - start
-# +8.89, +8.29, +8.94 points; AligNet - UnAligNet +5.16, +3.45, +5.85 (paired 95 % intervals all above
-# 0: the narrowest [+1.80, +5.20]). The margins are the issue's targets, below every measured value.
-MARGINS = {"base": 0.06, "unalignet": 0.02}
+# Measured with `python -m tests.test_method` (student seeds 0, 1, 2; teacher 53.85 %): AligNet - start
+# +7.65, +7.92, +7.32 points; AligNet - UnAligNet +7.37, +8.43, +7.19 (paired 95 % intervals all above
+# +5.2). The margins sit more than a point below every measured value.
+MARGINS = {"base": 0.06, "unalignet": 0.04}
 
 
 def shrunk(seed: int = 0):
-  """The default text demo at a fraction of its size (about three minutes on 2 cores)."""
-  config = demo_config.get_config("text")
+  """The text demo at a fraction of its size, with `{word}` texts everywhere (the `word` variant: no
+  definition texts to embed), about two and a half minutes on 2 cores."""
+  config = demo_config.get_config("word")
   config.wordnet.n_items = 1_000
   config.student_seeds = (seed,)
   config.teacher.standin.n_triplets, config.teacher.standin.n_val = 20_000, 4_000
-  config.teacher.lambdas, config.teacher.folds, config.teacher.steps = (1e-2, 1e-1), 2, 150
+  config.teacher.lambdas, config.teacher.folds, config.teacher.steps = (1e-2, 1e-1), 2, 100
   config.generate.n_train, config.generate.n_val = 4_000, 300
-  config.student.steps, config.student.batch_size = 60, 32
-  config.student.optimizer.warmup_steps = 6
-  config.student.checkpointing.every, config.student.log_every = 60, 20
+  config.student.steps, config.student.batch_size = 40, 32
+  config.student.optimizer.warmup_steps = 4
+  config.student.checkpointing.every, config.student.log_every = 40, 20
   config.evaluate.bootstrap, config.evaluate.uncertainty_folds = 20, 2
   return config
 
@@ -49,7 +50,6 @@ def test_every_named_artifact(demo):
   workdir, results = demo
   for path in (
     "things_embeddings.npy",
-    "start_things_embeddings.npy",
     "extract_items/store/metadata.json",
     "teacher/transform.npz",
     "teacher/plots/cv_curve.png",
@@ -65,7 +65,7 @@ def test_every_named_artifact(demo):
   table = accuracies(results)
   assert table["SPoSE 49-d (fit to people)"] == pytest.approx(1427 / 2171)  # a known fact
   assert table["MiniLM {word} (students' start)"] == pytest.approx(914 / 2171)  # 42.10 %
-  assert table["MiniLM {word}: {definition} (teacher's backbone)"] == pytest.approx(1090 / 2171)  # 50.21 %
+  assert not any("teacher's backbone" in name for name in table)  # the same texts: one MiniLM row
   # the students trained on WordNet nouns only, none of them a THINGS concept
   store = json.loads((workdir / "extract_items" / "store" / "metadata.json").read_text())
   assert store["source"] == "wordnet_nouns" and store["n_items"] == 1_000
