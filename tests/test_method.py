@@ -22,7 +22,7 @@ MARGINS = {"base": 0.06, "unalignet": 0.04}
 
 def shrunk(seed: int = 0):
   """The text demo at a fraction of its size, with `{word}` texts everywhere (the `word` variant: no
-  definition texts to embed), about two and a half minutes on 2 cores."""
+  definition texts to embed), about three and a half minutes on 2 cores."""
   config = demo_config.get_config("word")
   config.wordnet.n_items = 1_000
   config.student_seeds = (seed,)
