@@ -157,8 +157,6 @@ def model_names(base_names: dict, seeds) -> dict[str, str]:
 
 TEXT_NAMES = {
   "reference": "SPoSE 49-d (fit to people)",
-  "base": "MiniLM (students' start)",
-  "backbone": "MiniLM, teacher's texts",
   "teacher": "teacher (MiniLM + transform)",
   "alignet_student": "AligNet student",
   "unalignet_student": "UnAligNet student",
@@ -178,27 +176,16 @@ def text_demo(config, w: pathlib.Path) -> Demo:
   split = config.student_template != config.template
   base = w / "start_things_embeddings.npy" if split else backbone
   students = student_names(config.student_seeds)
-  extract_things = [
-    Stage(
-      "extract",
-      "extract",
-      _sub(config.extract, template=config.template),
-      extract,
-      outputs={"extract/embeddings.npy": backbone.name},
-    )
-  ]
+
+  def extract_things(name: str, folder: str, template: str, output: pathlib.Path) -> Stage:
+    config_ = _sub(config.extract, template=template)
+    return Stage(name, folder, config_, extract, outputs={f"{folder}/embeddings.npy": output.name})
+
+  things = [extract_things("extract", "extract", config.template, backbone)]
   if split:
-    extract_things.append(
-      Stage(
-        "extract start",
-        "extract_start",
-        _sub(config.extract, template=config.student_template),
-        extract,
-        outputs={"extract_start/embeddings.npy": base.name},
-      )
-    )
+    things.append(extract_things("extract start", "extract_start", config.student_template, base))
   stages = [
-    *extract_things,
+    *things,
     Stage(
       "extract items",
       "extract_items",
