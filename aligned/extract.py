@@ -8,8 +8,17 @@ Sources:
 - `things_words`: the 1,854 THINGS concepts as text from a template (`{word}`, `{word}: {definition}`);
 - `wordnet_nouns`: concrete WordNet nouns outside THINGS (`config.wordnet`), texts from lemma and gloss,
   ids = synset ids `nXXXXXXXX`;
-- `image_folder`: every image under `config.root` (e.g. THINGS images as `object/object_01b.jpg`),
-  ids = relative paths in sorted order.
+- `image_folder`: every image under `config.root`, ids = relative paths in sorted order;
+- `things_images`: an image folder of THINGS concepts (the THINGS database layout
+  `object_images/aardvark/aardvark_01b.jpg`, or one image per concept named by its id); besides the
+  per-image store it writes `embeddings.npy`, the mean embedding of each concept's images in sorted
+  order. Every image must belong to a concept and every concept must have an image.
+- `tfds`: a tfds split prepared as array_record, item i = record i (the indices AligNet files store).
+
+Backbone: a registered one (`config.backbone` + `config.checkpoint`, or random weights), or a trained
+student (`config.student` = a finetune workdir): its head output (`student_output = "head"`, the
+embedding the triplet loss trained) or its fine-tuned backbone's pooled features (`"pooled"`), with
+the run's own preprocessing. So base, AligNet and UnAligNet students are embedded and evaluated alike.
 Image batches are decoded and preprocessed by host threads ahead of the device (prefetch), sharded
 over the `data` axis of a mesh of all devices, optionally computed in bfloat16.
 """
@@ -32,13 +41,15 @@ from jax.sharding import PartitionSpec as P
 from aligned import artifacts
 from aligned.backbones import build_backbone, load_text_backbone
 from aligned.backbones.preprocessing import preprocess
+from aligned.backbones.student import StudentEncoder
+from aligned.data import things
 from aligned.data.embeddings import save_embeddings
 from aligned.data.items import TEXT_SOURCES, ImageFolderSource, TfdsSource, text_source
 from aligned.distributed import data_mesh
 from aligned.embedding_store import EmbeddingStore
 from aligned.progress import Progress
 
-SOURCES = (*TEXT_SOURCES, "image_folder", "tfds")
+SOURCES = (*TEXT_SOURCES, "image_folder", "things_images", "tfds")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -108,17 +119,37 @@ class _Job(NamedTuple):
   pool: concurrent.futures.Executor | None = None
 
 
+def _student(config) -> StudentEncoder | None:
+  """The trained student of `config.student`, or None (a registered backbone)."""
+  if not config.get("student"):
+    return None
+  step = config.get("student_step", -1)
+  return StudentEncoder(config.student, config.get("student_output", "head"), None if step < 0 else step)
+
+
+def _describe_backbone(config, encoder, layer: str) -> dict:
+  if isinstance(encoder, StudentEncoder):
+    return {
+      "backbone": f"student:{encoder.config['backbone']}",
+      "checkpoint": str(encoder.checkpoint.absolute()),
+      "layer": f"student {encoder.output} output",
+      "student": encoder.describe(),
+    }
+  return {"backbone": config.backbone, "checkpoint": str(encoder.checkpoint), "layer": layer}
+
+
 def _text_job(config) -> _Job:
   ids, texts = text_source(config.source, config.template, config.get("wordnet"))
-  encoder = load_text_backbone(config.backbone, config.checkpoint)
+  encoder = _student(config) or load_text_backbone(config.backbone, config.checkpoint)
+  if isinstance(encoder, StudentEncoder) and encoder.kind != "text":
+    raise ValueError(f"{config.student} is an image student; source {config.source} holds texts")
   mesh, dtype = data_mesh(), DTYPES[config.compute_dtype]
 
   def embed_shard(lo, hi):
     return ids[lo:hi], encoder.encode(texts[lo:hi], config.batch_size, mesh=mesh, dtype=dtype)
 
   description = {
-    "checkpoint": str(encoder.checkpoint),
-    "layer": "mean-pooled last hidden state, L2-normalised",
+    **_describe_backbone(config, encoder, "mean-pooled last hidden state, L2-normalised"),
     "preprocessing": {"template": config.template, "max_length": encoder.max_length},
     "dim": encoder.dim,
     "compute_dtype": config.compute_dtype,
@@ -127,19 +158,41 @@ def _text_job(config) -> _Job:
   return _Job(len(ids), ids, embed_shard, description)
 
 
+def _student_preprocessing(config, student: StudentEncoder):
+  """The extraction config with the student run's image size and normalisation (a conflicting
+  explicit setting is an error: a student is evaluated on the inputs it was trained on)."""
+  if student.kind != "image":
+    raise ValueError(f"{config.student} is a text student; source {config.source} holds images")
+  if config.image_size and config.image_size != student.image_size:
+    raise ValueError(
+      f"image_size {config.image_size}: the student {config.student} reads {student.image_size}"
+    )
+  if config.normalization not in ("none", student.normalization):
+    raise ValueError(
+      f"normalization {config.normalization!r}: the student {config.student} reads {student.normalization!r}"
+    )
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.image_size, config.normalization = student.image_size, student.normalization
+  return config
+
+
 def _image_job(config) -> _Job:
-  if config.source == "image_folder":
+  if config.source in ("image_folder", "things_images"):
     source, where = ImageFolderSource(config.root), str(config.root)
   else:
     source, where = (
       TfdsSource(config.tfds_name, config.split, config.data_dir),
       f"{config.tfds_name}/{config.split}",
     )
-  embedder = ImageEmbedder(config, data_mesh())
+  if config.source == "things_images":  # before any work: every image of a concept, every concept
+    things.image_concepts(source.ids, where=config.root)
+  student = _student(config)
+  if student is not None:
+    config = _student_preprocessing(config, student)
+  embedder = ImageEmbedder(config, data_mesh(), student)
   pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
   description = {
-    "checkpoint": str(embedder.encoder.checkpoint),
-    "layer": "pooled (see aligned.backbones)",
+    **_describe_backbone(config, embedder.encoder, "pooled (see aligned.backbones)"),
     "preprocessing": {
       "resize": "cubic (OpenCV INTER_CUBIC), no crop",
       "size": embedder.size,
@@ -149,9 +202,11 @@ def _image_job(config) -> _Job:
     "compute_dtype": config.compute_dtype,
     "root": where,
   }
-  if config.get("random_backbone"):  # random weights: the store is defined by the config and seed
+  if (
+    config.get("random_backbone") and student is None
+  ):  # random weights: the store is defined by the config and seed
     description["random_backbone"] = {**config.random_backbone.to_dict(), "seed": config.seed}
-  expected_ids = source.ids if config.source == "image_folder" else None
+  expected_ids = source.ids if config.source != "tfds" else None
   return _Job(
     len(source), expected_ids, lambda lo, hi: embedder.embed(source, lo, hi, pool), description, pool
   )
@@ -167,7 +222,6 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
   store = EmbeddingStore(workdir / "store")
   store.open(
     {
-      "backbone": config.backbone,
       **description,
       "dtype": config.store_dtype,
       "n_items": n_items,
@@ -204,6 +258,11 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
   if config.source == "things_words":
     save_embeddings(workdir / "embeddings.npy", embeddings)  # sorted THINGS order, for evaluate/teacher
     results["embeddings"] = str(workdir / "embeddings.npy")
+  elif config.source == "things_images":
+    means, counts = things.concept_means(store_ids, embeddings, where=config.root)
+    save_embeddings(workdir / "embeddings.npy", means)
+    results["embeddings"] = str(workdir / "embeddings.npy")
+    results["images_per_concept"] = {"min": int(counts.min()), "max": int(counts.max())}
   artifacts.write_json(workdir / "results.json", results)
   return results
 

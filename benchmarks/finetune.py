@@ -27,61 +27,53 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from aligned.backbones import build_backbone
+from aligned.backbones.student import Student
 from aligned.data import items as item_sources
 from aligned.distributed import make_mesh
-from aligned.student.model import Student
 from aligned.student.optimizer import make_optimizer, warmup_cosine
 from aligned.student.trainer import Trainer
+from benchmarks.extraction import make_encoder
+from benchmarks.floors import H200_DATASHEET_BF16, matmul_peak
 from configs.common import tiny_vit
 
 
-def _timed(fn, repeats: int) -> float:
-  fn()  # compile / warm up
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / repeats
-
-
-def matmul_peak(dtype) -> float:
-  n = 4096 if jax.default_backend() != "cpu" else 1024
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x: x @ x)
-  seconds = _timed(lambda: f(a), 10 if jax.default_backend() != "cpu" else 3)
-  return 2 * n**3 / seconds
-
-
-def make_trainer(encoder, batch: int, dtype):
+def make_trainer(encoder, dtype):
+  """The release's student (1024-d head, every parameter trained) around `encoder`: (Trainer, state)."""
   student = Student(encoder, "image", 1024, "all", dtype)
   optimizer = make_optimizer(learning_rate=warmup_cosine(3e-5, 100_000, 5_000), decay_rate=1.0)
   trainer = Trainer.create(student, optimizer, make_mesh())
   return trainer, trainer.init()
 
 
-def step_flops(trainer, state, batch: int, size: int) -> float:
+def compile_step(trainer, batch: int, size: int):
+  """(the training step compiled for `batch` triplets of size x size images, its FLOPs from XLA's
+  cost analysis of the compiled step: forward, backward and update)."""
   spec = {
     "inputs": {"image": jax.ShapeDtypeStruct((batch, 3, size, size, 3), jnp.float32)},
     "targets": jax.ShapeDtypeStruct((batch, 3), jnp.float32),
   }
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-  cost = trainer.train_step.lower(abstract, spec).compile().cost_analysis()
+  compiled = trainer.train_step.lower(trainer.abstract_state, spec).compile()
+  cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost.get("flops", float("nan")))
+  return compiled, float(cost.get("flops", float("nan")))
 
 
-def time_steps(trainer, state, batch: int, size: int, steps: int) -> tuple[float, object]:
+def time_steps(trainer, state, batch: int, size: int, steps: int, step=None) -> tuple[float, object]:
+  """(seconds per step over `steps` steps on one device-resident random batch, after one warm-up step;
+  the final state). `step`: a compiled step (`compile_step`), else `trainer.train_step`."""
+  step = step or trainer.train_step
   rng = np.random.default_rng(0)
   local = {
     "inputs": {"image": rng.uniform(size=(batch, 3, size, size, 3)).astype(np.float32)},
     "targets": rng.normal(size=(batch, 3)).astype(np.float32),
   }
   device_batch = trainer.put_batch(local)
-  state, metrics = trainer.train_step(state, device_batch)  # compile
+  state, metrics = step(state, device_batch)  # compile
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = trainer.train_step(state, device_batch)
+    state, metrics = step(state, device_batch)
   jax.block_until_ready(metrics)
   return (time.perf_counter() - start) / steps, state
 
@@ -118,31 +110,18 @@ def main():
   print(f"devices: {jax.devices()}")
 
   # 1. smoke model
-  import transformers
-
-  from aligned.backbones.vision import HFVisionEncoder
-
-  tiny = HFVisionEncoder.random(
-    "vit",
-    transformers.ViTConfig(**tiny_vit()),
-  )
-  trainer, state = make_trainer(tiny, 32, jnp.float32)
+  tiny, _ = build_backbone("vit", random_config=tiny_vit())
+  trainer, state = make_trainer(tiny, jnp.float32)
   seconds, _ = time_steps(trainer, state, 32, 16, 50)
   print(f"smoke model: {1 / seconds:.1f} steps/s, {32 / seconds:.0f} triplets/s (batch 32)")
 
   # 2. the real architecture
   dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[args.dtype]
-  if args.model == "vit_b16":
-    encoder = HFVisionEncoder.random("vit", transformers.ViTConfig(image_size=224, patch_size=16))
-  else:
-    from aligned.backbones.siglip import SiglipConfig, SiglipEncoder
-
-    encoder = SiglipEncoder.random(SiglipConfig())
-  trainer, state = make_trainer(encoder, args.batch, dtype)
-  flops_full = step_flops(trainer, state, args.batch, 224)
+  trainer, state = make_trainer(make_encoder(args.model), dtype)
+  step, flops_full = compile_step(trainer, args.batch, 224)
   batch = min(args.batch, args.cpu_batch) if on_cpu else args.batch
-  flops = step_flops(trainer, state, batch, 224) if batch != args.batch else flops_full
-  seconds, state = time_steps(trainer, state, batch, 224, args.steps)
+  step, flops = compile_step(trainer, batch, 224) if batch != args.batch else (step, flops_full)
+  seconds, state = time_steps(trainer, state, batch, 224, args.steps, step)
   peak = matmul_peak(dtype)
   print(
     f"{args.model} {args.dtype}: {flops_full / 1e12:.2f} TFLOP per step at batch {args.batch} triplets "
@@ -154,7 +133,10 @@ def main():
   )
   print(f"  measured {args.dtype} matmul peak: {peak / 1e12:.3f} TFLOP/s -> MFU {flops / seconds / peak:.1%}")
   if not on_cpu:
-    print(f"  MFU against the H200 datasheet (989 TFLOP/s dense bf16): {flops / seconds / 989e12:.1%}")
+    print(
+      f"  MFU against the H200 datasheet ({H200_DATASHEET_BF16 / 1e12:.0f} TFLOP/s dense bf16): "
+      f"{flops / seconds / H200_DATASHEET_BF16:.1%}"
+    )
   consumed = 3 * batch / seconds
 
   # 3. input pipeline alone

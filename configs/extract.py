@@ -3,12 +3,17 @@
   python -m experiments.extract --config=configs/extract.py:things_minilm_word --workdir=W
   python -m experiments.extract --config=configs/extract.py:image_folder --config.root=IMAGES \\
     --config.backbone=vit --config.checkpoint=CKPT --workdir=W
+  python -m experiments.extract --config=configs/extract.py:things_images --config.root=THINGS/object_images \\
+    --config.backbone=siglip --config.checkpoint=CKPT --workdir=W      # + W/embeddings.npy [1854, d]
+  python -m experiments.extract --config=configs/extract.py:imagenet --config.student=runs/vit_b16 \\
+    --config.student_output=pooled --workdir=W                          # a trained student as the backbone
 
 Writes W/store/ (shards + metadata); for THINGS words also W/embeddings.npy ([1854, 384], sorted).
 Variants: things_minilm_word (template "{word}"; 42.10 % on the 2,171 human triplets),
 things_minilm_definition ("{word}: {definition}"; 50.21 %), wordnet_minilm_definition (10,000
 concrete WordNet nouns outside THINGS, "{word}: {definition}" from lemma and gloss), image_folder (every image under root),
-imagenet (tfds imagenet2012 --config.split=train|validation; ids = file names, item i = record i).
+things_images (THINGS images under root, one folder per concept or one image per concept; embeddings.npy
+= per-concept means, sorted order), imagenet (tfds imagenet2012 --config.split=train|validation; ids = file names, item i = record i).
 """
 
 import ml_collections
@@ -18,11 +23,14 @@ from configs.common import wordnet_nouns
 
 def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.source = "things_words"  # things_words | wordnet_nouns | image_folder | tfds
+  config.source = "things_words"  # things_words | wordnet_nouns | image_folder | things_images | tfds
   config.backbone = "minilm"  # text: minilm; images: vit | clip | dinov2 | siglip
   config.checkpoint = ""  # a local folder (config.json + model.safetensors); empty: the default
   config.random_backbone = ml_collections.ConfigDict()  # image backbones: a transformers config dict ->
   config.seed = 0  # random weights with this seed instead of a checkpoint (smoke runs, the image demo)
+  config.student = ""  # a finetune workdir: the trained student is the backbone (backbone/checkpoint unused)
+  config.student_output = "head"  # head (the triplet head's output) | pooled (the fine-tuned backbone's)
+  config.student_step = -1  # the checkpoint step; -1: the latest
   config.template = "{word}"  # text sources: fields {word}, {id}, {definition}
   config.wordnet = wordnet_nouns()  # wordnet_nouns: which concrete nouns (outside THINGS)
   config.root = ""  # image_folder: the folder to walk
@@ -42,11 +50,13 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
     config.source, config.template = "wordnet_nouns", "{word}: {definition}"
   elif variant == "image_folder":
     config.source, config.backbone, config.batch_size, config.shard_size = "image_folder", "vit", 64, 1024
+  elif variant == "things_images":
+    config.source, config.backbone, config.batch_size, config.shard_size = "things_images", "vit", 64, 1024
   elif variant == "imagenet":
     config.source, config.backbone, config.batch_size, config.shard_size = "tfds", "vit", 64, 16384
   elif variant != "things_minilm_word":
     raise ValueError(
       f"unknown variant {variant!r}; expected things_minilm_word, things_minilm_definition, "
-      "wordnet_minilm_definition, image_folder or imagenet"
+      "wordnet_minilm_definition, image_folder, things_images or imagenet"
     )
   return config

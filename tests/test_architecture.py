@@ -71,6 +71,6 @@ def test_project_imports_are_at_the_top_of_the_module(path):
 def test_the_layering_rule_is_checked_on_real_imports():
   # The checker itself: the student's trainer is found importing the core and its own stage.
   imported = {m for m, _ in _imports(LIBRARY / "student" / "trainer.py")}
-  assert {"aligned.distributed", "aligned.student.model"} <= imported
+  assert {"aligned.distributed", "aligned.backbones.student"} <= imported
   assert _layer("aligned.generation.kmeans") == "generation" and _layer("aligned.sampling") == "core"
   assert _layer("aligned.demo.runner") == "demo" and _layer("aligned.report.tables") == "report"

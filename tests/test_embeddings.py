@@ -50,3 +50,20 @@ def test_bad_files_are_refused(tmp_path):
   np.save(tmp_path / "short.npy", np.ones((10, 3)))
   with pytest.raises(DataError, match="1854 rows"):
     embeddings.load_embeddings(tmp_path / "short.npy", order="raw")
+
+
+def test_thingsvision_output_reads_as_paths_and_rows(tmp_path):
+  features = np.arange(12, dtype=np.float32).reshape(4, 3)
+  np.save(tmp_path / "features.npy", features)
+  (tmp_path / "file_names.txt").write_text("a/a_01b.jpg\na/a_02b.jpg\nb/b_01b.jpg\nc/c_01b.jpg\n")
+  paths, array = embeddings.read_thingsvision(tmp_path / "features.npy", tmp_path / "file_names.txt")
+  assert paths == ["a/a_01b.jpg", "a/a_02b.jpg", "b/b_01b.jpg", "c/c_01b.jpg"]
+  np.testing.assert_array_equal(array, features)
+  (tmp_path / "short.txt").write_text("a/a_01b.jpg\na/a_02b.jpg\nb/b_01b.jpg\n")
+  with pytest.raises(DataError, match="3 file names but features.npy has 4 rows"):
+    embeddings.read_thingsvision(tmp_path / "features.npy", tmp_path / "short.txt")
+  (tmp_path / "gap.txt").write_text("a/a_01b.jpg\n\nb/b_01b.jpg\nc/c_01b.jpg\n")
+  with pytest.raises(DataError, match="row 2: empty line"):
+    embeddings.read_thingsvision(tmp_path / "features.npy", tmp_path / "gap.txt")
+  with pytest.raises(DataError, match="not a file"):
+    embeddings.read_thingsvision(tmp_path, tmp_path / "file_names.txt")

@@ -93,3 +93,32 @@ def test_bad_images_and_sources(tmp_path, images, checkpoint):
   empty.mkdir()
   with pytest.raises(DataError, match="no images"):
     extract(_config(empty, checkpoint), tmp_path / "w2")
+
+
+def test_things_images_give_the_mean_embedding_of_each_concept(tmp_path, checkpoint, data_dir):
+  from aligned.data import things
+
+  ids, rng = things.load_unique_ids(), np.random.default_rng(0)
+  root = tmp_path / "object_images"
+  for i, concept in enumerate(ids):
+    (root / concept).mkdir(parents=True)
+    for k in range(1 + (i % 700 == 0)):  # three concepts have two images
+      image = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+      Image.fromarray(image).save(root / concept / f"{concept}_{k + 1:02d}b.png")
+  config = _config(root, checkpoint, source="things_images")
+  config.batch_size, config.shard_size = 64, 1024
+  results = extract(config, tmp_path / "run")
+  assert results["n_items"] == 1857 and results["images_per_concept"] == {"min": 1, "max": 2}
+  store_ids, rows = EmbeddingStore(tmp_path / "run" / "store").read()
+  means = np.load(tmp_path / "run" / "embeddings.npy")
+  assert means.shape == (1854, rows.shape[1])
+  for i in (0, 1, 700, 1853):  # the rows under the concept's folder, averaged
+    mine = [r for r, path in enumerate(store_ids) if path.split("/")[0] == ids[i]]
+    assert len(mine) == 1 + (i % 700 == 0)
+    np.testing.assert_allclose(means[i], rows[mine].mean(0), atol=1e-6)
+
+  for path in (root / "zebra").iterdir():  # a concept without images: refused before any work
+    path.unlink()
+  with pytest.raises(DataError, match="1 THINGS concepts have no image, e.g. zebra"):
+    extract(config, tmp_path / "missing")
+  assert not (tmp_path / "missing" / "store").exists()

@@ -9,12 +9,12 @@ import pytest
 from jax.test_util import check_grads
 
 from aligned import odd_one_out
+from aligned.backbones.student import Student, block_index
 from aligned.data import items as item_sources
 from aligned.data.alignet_files import read_alignet, write_alignet
 from aligned.errors import DataError
 from aligned.student import build
 from aligned.student import data as student_data
-from aligned.student.model import Student, block_index
 from aligned.student.optimizer import decay_to_init, make_optimizer, warmup_cosine
 from aligned.student.trainer import student_losses, triplet_loss
 from tests.conftest import TINY_VISION

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from aligned.student.train import restore_params
+from aligned.backbones.student import restore_params
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # subprocesses / whole pipelines: `make test-fast` skips them

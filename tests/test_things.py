@@ -54,3 +54,46 @@ def test_bad_sortindex_is_reported(tmp_path):
   path.write_text("\n".join(["0"] * 1854))
   with pytest.raises(DataError, match="not a permutation"):
     things.load_sortindex(path)
+
+
+# -- Images of concepts -----------------------------------------------------------------------------
+
+
+def test_an_image_is_of_the_concept_its_folder_or_stem_names(data_dir):
+  ids = things.load_unique_ids()
+  assert things.concept_of_image("object_images/aardvark/aardvark_01b.jpg", ids) == "aardvark"
+  assert things.concept_of_image("A-C/camera1/camera_03s.jpg", ids) == "camera1"  # the folder decides
+  assert things.concept_of_image("air_conditioner_02n.jpg", ids) == "air_conditioner"
+  assert things.concept_of_image("aardvark.png", ids) == "aardvark"
+  assert things.concept_of_image("images/unicorn_01b.jpg", ids) is None
+
+
+def _image_paths(ids, rng):
+  """1-3 images per concept in the THINGS database layout, in a shuffled order."""
+  paths = [f"object_images/{c}/{c}_{k:02d}b.jpg" for c in ids for k in range(int(rng.integers(1, 4)))]
+  return [paths[i] for i in rng.permutation(len(paths))]
+
+
+def test_concept_means_average_each_concepts_images_in_sorted_order(data_dir):
+  ids, rng = things.load_unique_ids(), np.random.default_rng(0)
+  paths = _image_paths(ids, rng)
+  features = rng.normal(size=(len(paths), 5)).astype(np.float32)
+  means, counts = things.concept_means(paths, features)
+  for i in (0, 1, 700, 1853):  # a plain reference: the rows whose folder is the concept
+    rows = [r for r, p in enumerate(paths) if p.split("/")[1] == ids[i]]
+    np.testing.assert_allclose(means[i], features[rows].mean(0), atol=1e-6)
+    assert counts[i] == len(rows)
+  assert means.shape == (1854, 5) and counts.sum() == len(paths)
+
+
+def test_an_unknown_image_or_a_concept_without_images_is_refused(data_dir):
+  ids, rng = things.load_unique_ids(), np.random.default_rng(1)
+  paths = _image_paths(ids, rng)
+  features = np.zeros((len(paths) + 1, 2))
+  with pytest.raises(DataError, match=r"row 3: image 'object_images/unicorn/unicorn_01b.jpg' is not of a"):
+    things.concept_means([*paths[:2], "object_images/unicorn/unicorn_01b.jpg", *paths[2:]], features)
+  kept = [p for p in paths if "/aardvark/" not in p and "/zucchini/" not in p]
+  with pytest.raises(DataError, match="2 THINGS concepts have no image, e.g. aardvark, zucchini"):
+    things.concept_means(kept, np.zeros((len(kept), 2)))
+  with pytest.raises(DataError, match="image paths but"):
+    things.concept_means(paths, features)

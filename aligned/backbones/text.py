@@ -94,18 +94,26 @@ class SentenceEncoder:
     With a `mesh`, each batch is padded to a multiple of its devices and sharded over `data`;
     `dtype` is the compute dtype (bfloat16 halves memory and time on accelerators).
     """
-    if not texts:
-      raise DataError(None, "no texts to encode")
-    params = jax.tree.map(lambda a: a.astype(dtype), self.params)
+    return encode_texts(self.tokenize, self.apply, self.params, texts, batch_size, mesh, dtype)
+
+
+def encode_texts(tokenize, apply, params, texts: list[str], batch_size: int, mesh=None, dtype=jnp.float32):
+  """[len(texts), d] float32: `apply(params, input_ids, attention_mask, token_type_ids)` over batches of
+  `tokenize(texts)`, each padded to a multiple of the mesh's devices and sharded over `data`."""
+  if not texts:
+    raise DataError(None, "no texts to encode")
+  params = jax.tree.map(lambda a: a.astype(dtype), params)
+  if mesh is not None:
+    params = jax.device_put(params, NamedSharding(mesh, P()))
+  out = []
+  for start in range(0, len(texts), batch_size):
+    tokens = tokenize(texts[start : start + batch_size])
+    n = len(tokens["input_ids"])
     if mesh is not None:
-      params = jax.device_put(params, NamedSharding(mesh, P()))
-    out = []
-    for start in range(0, len(texts), batch_size):
-      tokens = self.tokenize(texts[start : start + batch_size])
-      n = len(tokens["input_ids"])
-      if mesh is not None:
-        rows = -(-n // mesh.devices.size) * mesh.devices.size
-        tokens = {k: np.pad(v, ((0, rows - n), (0, 0))) for k, v in tokens.items()}
-        tokens = jax.device_put(tokens, NamedSharding(mesh, P("data")))
-      out.append(np.asarray(self.apply(params, **tokens))[:n])
-    return np.concatenate(out)
+      rows = -(-n // mesh.devices.size) * mesh.devices.size
+      tokens = {k: np.pad(v, ((0, rows - n), (0, 0))) for k, v in tokens.items()}
+      tokens = jax.device_put(tokens, NamedSharding(mesh, P("data")))
+    out.append(
+      np.asarray(apply(params, tokens["input_ids"], tokens["attention_mask"], tokens["token_type_ids"]))[:n]
+    )
+  return np.concatenate(out)

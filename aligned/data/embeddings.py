@@ -1,4 +1,5 @@
-"""Object embeddings on disk: `.npy` float arrays (or whitespace text, like SPoSE), one row per object.
+"""Object embeddings on disk: `.npy` float arrays (or whitespace text, like SPoSE), one row per object;
+and thingsvision's output (`features.npy` + `file_names.txt`, one row per image).
 
 A file does not say which object order its rows follow; the caller does (`order="sorted"` or
 `"raw"` for THINGS), and `load_embeddings` always returns rows in sorted order.
@@ -82,3 +83,24 @@ def load_embeddings(
 def save_embeddings(path: str | os.PathLike, embeddings: np.ndarray) -> None:
   """Writes validated [n, d] embeddings as float32 `.npy`, atomically."""
   save_npy(path, validate_embeddings(np.asarray(embeddings), path))
+
+
+def read_thingsvision(
+  features: str | os.PathLike, file_names: str | os.PathLike
+) -> tuple[list[str], np.ndarray]:
+  """(image paths, [n, d] float32) of a thingsvision extraction: `features.npy` (row i is the image
+  on line i of `file_names.txt`; a `.txt` features file is read as text)."""
+  features, file_names = pathlib.Path(features), pathlib.Path(file_names)
+  for path in (features, file_names):
+    if not path.is_file():
+      raise DataError(path, "not found" if not path.exists() else "not a file")
+  array = validate_embeddings(_read_array(features), features)
+  with open(file_names, encoding="utf-8") as f:
+    names = [line.strip() for line in f]
+  while names and not names[-1]:
+    names.pop()
+  if "" in names:
+    raise DataError(file_names, "empty line", row=names.index("") + 1)
+  if len(names) != len(array):
+    raise DataError(file_names, f"{len(names)} file names but {features.name} has {len(array)} rows")
+  return names, array

@@ -13,6 +13,8 @@ import csv
 import dataclasses
 import functools
 import os
+import pathlib
+import re
 
 import numpy as np
 
@@ -149,3 +151,70 @@ def load_concepts(root: str | os.PathLike | None = None) -> ThingsConcepts:
     category_names=category_names,
     categories=categories,
   )
+
+
+# -- Images of concepts -----------------------------------------------------------------------------
+
+_IMAGE_NUMBER = re.compile(r"_\d+[a-z]?$")  # "aardvark_01b" -> "aardvark"
+
+
+def concept_of_image(path: str, ids: tuple[str, ...]) -> str | None:
+  """The THINGS concept an image path shows, or None.
+
+  The THINGS image database keeps a concept's images in a folder named by its id
+  (`object_images/aardvark/aardvark_01b.jpg`): the nearest parent folder that is a concept id names
+  it. Flat folders (one image per concept, as the triplet task's 1,854 images) name it by the file
+  stem, the id itself or the id plus an image number (`aardvark_01b.jpg`).
+  """
+  known = set(ids) if not isinstance(ids, set) else ids
+  parts = pathlib.PurePosixPath(str(path).replace("\\", "/")).parts
+  for folder in reversed(parts[:-1]):
+    if folder in known:
+      return folder
+  stem = pathlib.PurePosixPath(parts[-1]).stem if parts else ""
+  for candidate in (stem, _IMAGE_NUMBER.sub("", stem)):
+    if candidate in known:
+      return candidate
+  return None
+
+
+def image_concepts(
+  paths, ids: tuple[str, ...] | None = None, where: str | os.PathLike = "<images>"
+) -> tuple[np.ndarray, np.ndarray]:
+  """([n] sorted concept index of each image path, [1854] images per concept).
+
+  Every image must show a concept (`concept_of_image`) and every concept must have an image;
+  otherwise a DataError names the first offending path (its row) or the missing concepts.
+  """
+  ids = load_unique_ids() if ids is None else ids
+  position = {concept_id: i for i, concept_id in enumerate(ids)}
+  known = set(ids)
+  rows = np.empty(len(paths), np.int64)
+  for row, path in enumerate(paths):
+    concept = concept_of_image(str(path), known)
+    if concept is None:
+      raise DataError(
+        where,
+        f"image {str(path)!r} is not of a THINGS concept (expected a folder or file stem named by a "
+        "concept id, e.g. aardvark/aardvark_01b.jpg)",
+        row=row + 1,
+      )
+    rows[row] = position[concept]
+  counts = np.bincount(rows, minlength=len(ids))
+  if (counts == 0).any():
+    missing = [ids[i] for i in np.flatnonzero(counts == 0)]
+    raise DataError(where, f"{len(missing)} THINGS concepts have no image, e.g. {', '.join(missing[:5])}")
+  return rows, counts
+
+
+def concept_means(
+  paths, embeddings: np.ndarray, ids: tuple[str, ...] | None = None, where: str | os.PathLike = "<images>"
+) -> tuple[np.ndarray, np.ndarray]:
+  """([1854, d] mean embedding of each concept's images in sorted order, [1854] images per concept);
+  the images are checked as in `image_concepts`."""
+  if len(paths) != len(embeddings):
+    raise DataError(where, f"{len(paths)} image paths but {len(embeddings)} embeddings")
+  rows, counts = image_concepts(paths, ids, where)
+  sums = np.zeros((len(counts), np.shape(embeddings)[1]))
+  np.add.at(sums, rows, np.asarray(embeddings, np.float64))
+  return (sums / counts[:, None]).astype(np.float32), counts

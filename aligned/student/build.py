@@ -22,13 +22,14 @@ import orbax.checkpoint as ocp
 
 from aligned import artifacts, distributed, evaluators, odd_one_out, uncertainty
 from aligned.backbones import build_backbone
+from aligned.backbones.student import Student
 from aligned.data import items as item_sources
 from aligned.data import triplets as triplets_io
 from aligned.data.alignet_files import alignet_path, read_alignet
+from aligned.data.image_cache import ImageCache, check_image_cache
 from aligned.errors import DataError
 from aligned.student import data as student_data
 from aligned.student.evaluators import HumanEvaluator, ValidationEvaluator, embed_items
-from aligned.student.model import Student
 from aligned.student.optimizer import make_optimizer, warmup_cosine
 from aligned.student.trainer import LOSSES, Trainer
 
@@ -85,6 +86,11 @@ def build_items(config, backbone, kind: str):
     size = d.image_size or backbone.image_size
     normalization = d.normalization if d.preprocessing == "backbone" else "none"
     source = item_sources.TfdsSource(d.tfds_name, d.tfds_split, d.tfds_data_dir)
+    if d.get("image_cache"):  # the same records already resized: only /255 and the normalisation left
+      cache = ImageCache(d.image_cache)
+      check_image_cache(cache, source.description(), size)
+      cache.verify()  # the first batches touch nearly every shard; loader processes inherit the check
+      return item_sources.ImageItems(cache, size, normalization, workers=d.workers, resized=True)
     return item_sources.ImageItems(source, size, normalization, workers=d.workers)
   raise ValueError(
     f"unknown data.source {d.source!r}; expected tfds, synthetic or one of {item_sources.TEXT_SOURCES}"

@@ -8,7 +8,8 @@ process k of P reads rows `[k * B / P, (k + 1) * B / P)` of each batch.
 
 Items. An item source (`aligned.data.items`: `ImageItems`, `TextItems`, `SyntheticImages`) turns item
 indices (the `indices` column of the files) into model inputs; `load_batch` decodes each item of a
-batch once, and a `Prefetcher` thread decodes batches ahead of the device.
+batch once, and a `Prefetcher` thread (or, with `GrainPrefetcher`, grain worker processes) decodes
+batches ahead of the device.
 """
 
 from __future__ import annotations
@@ -93,6 +94,29 @@ def load_batch(rows: TripletRows, items, row_ids: np.ndarray) -> dict:
   return {"inputs": inputs, "targets": rows.similarities[row_ids], "rows": row_ids}
 
 
+class StepBatches:
+  """This process's part of the batch of any step: `batches(step)` is `load_batch` of the rows
+  `[k * B / P, (k + 1) * B / P)` of `order.rows(step)`. Picklable, so worker processes can load it."""
+
+  def __init__(
+    self, rows: TripletRows, items, order: BatchOrder, process_index: int = 0, process_count: int = 1
+  ):
+    if order.batch_size % process_count:
+      raise ValueError(f"batch size {order.batch_size} is not a multiple of {process_count} processes")
+    self.rows, self.items, self.order = rows, items, order
+    self.local = order.batch_size // process_count
+    self.offset = process_index * self.local
+
+  def local_rows(self, step: int) -> np.ndarray:
+    return self.order.rows(step)[self.offset : self.offset + self.local]
+
+  def __call__(self, step: int) -> dict:
+    return load_batch(self.rows, self.items, self.local_rows(step))
+
+  def numbered(self, step: int) -> tuple[int, dict]:
+    return step, self(step)
+
+
 class Prefetcher:
   """Decodes this process's part of the batches of steps start, start + 1, ... in a background
   thread, `depth` steps ahead of the consumer. Deterministic: step t is always the same batch."""
@@ -108,23 +132,19 @@ class Prefetcher:
     process_count: int = 1,
     depth: int = 2,
   ):
-    if order.batch_size % process_count:
-      raise ValueError(f"batch size {order.batch_size} is not a multiple of {process_count} processes")
-    self.rows, self.items, self.order = rows, items, order
-    self.local = order.batch_size // process_count
-    self.offset = process_index * self.local
+    self.batches = StepBatches(rows, items, order, process_index, process_count)
     self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
     self.stop_event = threading.Event()
     self.thread = threading.Thread(target=self._run, args=(start, stop), daemon=True, name="prefetch")
     self.thread.start()
 
   def local_rows(self, step: int) -> np.ndarray:
-    return self.order.rows(step)[self.offset : self.offset + self.local]
+    return self.batches.local_rows(step)
 
   def _run(self, start: int, stop: int) -> None:
     try:
       for step in range(start, stop):
-        batch = load_batch(self.rows, self.items, self.local_rows(step))
+        batch = self.batches(step)
         while not self.stop_event.is_set():
           try:
             self.queue.put((step, batch), timeout=0.1)
@@ -145,3 +165,59 @@ class Prefetcher:
   def close(self) -> None:
     self.stop_event.set()
     self.thread.join(timeout=5)
+
+
+class GrainPrefetcher:
+  """The same batches as `Prefetcher`, loaded by `workers` grain worker processes (no GIL between
+  them): a grain `MapDataset` of step numbers mapped through `StepBatches`. Worker w loads steps
+  start + w, start + w + workers, ... and grain hands them back in step order, so step t is still
+  the batch of (seed, t), identical to the threads path's."""
+
+  def __init__(
+    self,
+    rows: TripletRows,
+    items,
+    order: BatchOrder,
+    start: int,
+    stop: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    depth: int = 2,
+    workers: int = 8,
+  ):
+    import grain
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags; outside an absl app, their defaults
+      flags.FLAGS.mark_as_parsed()
+    batches = StepBatches(rows, items, order, process_index, process_count)
+    steps = grain.MapDataset.range(start, stop).map(batches.numbered)
+    options = grain.multiprocessing.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=depth)
+    self.iterator = iter(steps.to_iter_dataset().mp_prefetch(options))
+
+  def next(self) -> tuple[int, dict]:
+    step, batch = next(self.iterator)
+    return int(step), _plain_arrays(batch)
+
+  def close(self) -> None:
+    self.iterator.close()
+
+
+def _plain_arrays(tree):
+  """numpy arrays for grain's shared-memory arrays: views, which keep the shared memory alive."""
+  if isinstance(tree, dict):
+    return {k: _plain_arrays(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+LOADERS = ("threads", "grain")
+
+
+def make_prefetcher(loader: str, *args, grain_workers: int = 8, **kwargs) -> Prefetcher | GrainPrefetcher:
+  """`Prefetcher` (loader = threads) or `GrainPrefetcher` (grain, `grain_workers` processes); the
+  arguments are `Prefetcher`'s."""
+  if loader == "threads":
+    return Prefetcher(*args, **kwargs)
+  if loader == "grain":
+    return GrainPrefetcher(*args, workers=grain_workers, **kwargs)
+  raise ValueError(f"unknown data.loader {loader!r}; expected one of {LOADERS}")

@@ -26,7 +26,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from aligned import artifacts, distributed, plots
-from aligned.errors import DataError
 from aligned.progress import Progress
 from aligned.student import data as student_data
 from aligned.student.build import Run, build_run, decay_rate
@@ -105,7 +104,8 @@ def train_loop(run: Run, state: TrainState, start: int, log, evals: list[dict]):
   """Steps `start` .. `config.steps`: (state, steps done, seconds, preempted at step or None)."""
   config = run.config
   progress = Progress(config.steps, "steps", enabled=jax.process_index() == 0)
-  prefetch = student_data.Prefetcher(
+  prefetch = student_data.make_prefetcher(
+    config.data.get("loader", "threads"),
     run.train_rows,
     run.items,
     run.order,
@@ -114,6 +114,7 @@ def train_loop(run: Run, state: TrainState, start: int, log, evals: list[dict]):
     jax.process_index(),
     jax.process_count(),
     depth=config.data.prefetch,
+    grain_workers=config.data.get("grain_workers", 8),
   )
   window, pending, steps_done = [], None, 0
   try:
@@ -221,22 +222,6 @@ def _write_outputs(run: Run, state: TrainState, results: dict, things_embeddings
     results["things_embeddings"] = str(run.workdir / "things_embeddings.npy")
   plots.plot_training_curves(run.workdir / "metrics.jsonl", run.workdir / "plots" / "training.png")
   artifacts.write_json(run.workdir / "results.json", results)
-
-
-def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
-  """The parameters of a run's checkpoint (the latest by default), as host numpy arrays."""
-  manager = ocp.CheckpointManager(
-    pathlib.Path(workdir).absolute() / "checkpoints", item_handlers=ocp.StandardCheckpointHandler()
-  )
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise DataError(workdir, "no checkpoint")
-  # Restore onto this process's first device whatever mesh wrote the checkpoint.
-  metadata = manager.item_metadata(step).tree
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-  return jax.tree.map(np.asarray, restored["params"])
 
 
 def format_results(results: dict) -> str:

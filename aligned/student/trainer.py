@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from aligned import distributed, odd_one_out
-from aligned.student.model import Student
+from aligned.backbones.student import Student
 
 LOSSES: dict[str, Callable[[jax.Array, jax.Array, float], jax.Array]] = {
   "jsd": lambda sims, targets, tau: odd_one_out.jensen_shannon_divergence(

@@ -1,0 +1,108 @@
+"""A trained student as a backbone: extraction from a finetune run (head and pooled outputs), its
+preprocessing, and refusals of what is not a run of this architecture."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from aligned.backbones.preprocessing import preprocess
+from aligned.backbones.student import StudentEncoder, restore_params
+from aligned.embedding_store import EmbeddingStore
+from aligned.errors import DataError
+from aligned.extract import extract
+from aligned.student.train import finetune
+from configs import extract as extract_config
+from configs import finetune as finetune_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A smoke student (tiny random ViT on 16 x 16 images, 16-d head) after 4 steps."""
+  workdir = tmp_path_factory.mktemp("student")
+  config = finetune_config.get_config("smoke")
+  config.steps, config.log_every, config.eval.every, config.checkpointing.every = 4, 2, 4, 4
+  config.optimizer.warmup_steps, config.head_dim = 1, 16
+  config.data.synthetic.update(n_train=64, n_val=32)
+  assert finetune(config, workdir)["status"] == "completed"
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  for i in range(10):
+    shape = (int(rng.integers(12, 40)), int(rng.integers(12, 40)), 3)
+    Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8)).save(root / f"image_{i:02d}.png")
+  return root
+
+
+def _extract(images, run, workdir, **overrides):
+  config = extract_config.get_config("image_folder")
+  config.update(root=str(images), student=str(run), batch_size=4, shard_size=8, **overrides)
+  return extract(config, workdir)
+
+
+def _reference(run, images, ids, output):
+  """The student's own model on its own preprocessing (16 x 16, [0, 1]), from the raw checkpoint."""
+  config = json.loads((run / "config.json").read_text())
+  encoder = StudentEncoder(run, output)
+  params = restore_params(run)
+  batch = np.stack([preprocess(np.asarray(Image.open(images / i).convert("RGB")), 16) for i in ids])
+  assert config["data"]["image_size"] == 16
+  if output == "head":
+    return np.asarray(encoder.student.embed(params, {"image": batch}))
+  return np.asarray(encoder.student.features(params["backbone"], {"image": batch}))
+
+
+@pytest.mark.parametrize("output", ["head", "pooled"])
+def test_extraction_from_a_run_is_the_student_on_its_own_inputs(tmp_path, run, images, output):
+  results = _extract(images, run, tmp_path, student_output=output)
+  ids, embeddings = EmbeddingStore(results["store"]).read()
+  assert len(ids) == 10 and embeddings.shape == (10, 16 if output == "head" else 32)
+  np.testing.assert_allclose(embeddings, _reference(run, images, ids, output), atol=1e-5)
+  metadata = json.loads((tmp_path / "store" / "metadata.json").read_text())
+  assert metadata["student"] == {"run": str(run.absolute()), "step": 4, "output": output}
+  assert metadata["backbone"] == "student:vit" and metadata["preprocessing"]["size"] == 16
+
+
+def test_the_fine_tuned_weights_are_used_not_the_initial_ones(tmp_path, run, images):
+  head = EmbeddingStore(_extract(images, run, tmp_path)["store"]).read()[1]
+  encoder = StudentEncoder(run)
+  initial = encoder.student.init(jax.random.key(0))  # the smoke run's seed: the parameters at step 0
+  ids = EmbeddingStore(tmp_path / "store").read()[0]
+  batch = np.stack([preprocess(np.asarray(Image.open(images / i).convert("RGB")), 16) for i in ids])
+  before = np.asarray(encoder.student.embed(initial, {"image": batch}))
+  assert np.abs(head - before).max() > 1e-3
+
+
+def test_preprocessing_other_than_the_students_is_refused(tmp_path, run, images):
+  with pytest.raises(ValueError, match="reads 16"):
+    _extract(images, run, tmp_path, image_size=32)
+  with pytest.raises(ValueError, match="reads 'none'"):
+    _extract(images, run, tmp_path, normalization="imagenet")
+  assert not (tmp_path / "store").exists()
+
+
+def test_what_is_not_a_run_of_this_architecture_is_refused(tmp_path, run):
+  with pytest.raises(DataError, match="not a student run"):
+    StudentEncoder(tmp_path)
+  with pytest.raises(ValueError, match="expected one of"):
+    StudentEncoder(run, output="logits")
+  with pytest.raises(DataError, match="no checkpoint at step 3"):
+    StudentEncoder(run, step=3)
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "checkpoints").symlink_to(run / "checkpoints")
+  config = json.loads((run / "config.json").read_text())
+  config["head_dim"] = 48  # the checkpoint's head is 16 wide
+  (other / "config.json").write_text(json.dumps(config))
+  with pytest.raises(DataError, match=r"parameter head/bias has shape \(16,\), the architecture \(48,\)"):
+    StudentEncoder(other)
+  config["head_dim"], config["random_backbone"]["num_hidden_layers"] = 16, 3  # one block too many
+  (other / "config.json").write_text(json.dumps(config))
+  with pytest.raises(DataError, match="parameters of the architecture are missing"):
+    StudentEncoder(other)
