@@ -11,9 +11,10 @@ Definitions (results.json of `experiments.transfer` follows them):
 - **Shift**: one probe trained on all items of a training store, scored on each evaluation store
   with labels mapped by class name; when `restrict` is set the argmax runs only over the classes
   present in the evaluation set (the ImageNet-A/R protocol: 200 of the 1,000 classes).
-- **Subpopulation shift (BREEDS-style)**: classes grouped by a class -> superclass mapping; within
-  each superclass (>= 2 classes present) a seeded half of the classes is the source, the rest the
-  target. A probe over superclasses is trained on source classes and scored on the test items of the
+- **Subpopulation shift (BREEDS-style)**: classes grouped by a class -> superclass mapping (a file,
+  or `wordnet:DEPTH`: each ImageNet class's WordNet ancestor DEPTH steps below `entity` along its
+  primary hypernyms, `aligned.data.wordnet.superclasses`); within each superclass (>= 2 classes
+  present) a seeded half of the classes is the source, the rest the target. A probe over superclasses is trained on source classes and scored on the test items of the
   source classes (in distribution) and of the target classes (unseen subpopulations).
 """
 
@@ -28,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from aligned import artifacts
+from aligned.data import wordnet
 from aligned.data.class_labels import StoreLabels, map_labels, read_superclasses, store_labels
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
@@ -224,8 +226,22 @@ def _shift_job(stores: _Stores, train: str, evals: list[str], config, results: d
   }
 
 
-def _breeds_job(stores: _Stores, train: str, test: str, mapping: dict, config, results: dict) -> None:
+def superclass_mapping(spec: str, class_names) -> tuple[dict[str, str], str]:
+  """(class -> superclass, a short name for result keys) from `config.superclasses`: a file of
+  `CLASS SUPERCLASS` lines, or `wordnet:DEPTH` (WordNet ancestors of the classes at that depth)."""
+  if spec.startswith("wordnet:"):
+    depth = spec.removeprefix("wordnet:")
+    if not depth.isdigit():
+      raise ValueError(
+        f"superclasses {spec!r}: expected wordnet:DEPTH with DEPTH a whole number, e.g. wordnet:6"
+      )
+    return wordnet.superclasses(list(class_names), int(depth)), f"wordnet{depth}"
+  return read_superclasses(spec), pathlib.Path(spec).stem
+
+
+def _breeds_job(stores: _Stores, train: str, test: str, config, results: dict) -> None:
   x, labels = stores.get(train)
+  mapping, name = superclass_mapping(config.superclasses, labels.names)
   test_x, test_labels = stores.get(test)
   test_y = map_labels(test_labels.labels, test_labels.names, labels.names, stores.paths[test])
   task = subpopulation_task(labels.names, mapping, config.breeds_seed)
@@ -237,7 +253,7 @@ def _breeds_job(stores: _Stores, train: str, test: str, mapping: dict, config, r
   for part, assignment in (("source", task.source), ("target", task.target)):
     keep = assignment[test_y] >= 0
     scores[part] = accuracy(probe, test_x[keep], assignment[test_y[keep]])
-  key = f"{dataset_key(train)}:breeds_{pathlib.Path(config.superclasses).stem}"
+  key = f"{dataset_key(train)}:breeds_{name}"
   results["shift"][key] = scores
   results["details"]["shift"][key] = {
     "train": train,
@@ -259,7 +275,8 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
         raise ValueError(f"{key}: {train}->{','.join(evals)}: want exactly one test store")
   if config.shift_probe not in ("ridge", "logistic"):
     raise ValueError(f"shift_probe {config.shift_probe!r}: expected ridge or logistic")
-  mapping = read_superclasses(config.superclasses) if pairs["breeds"] else None
+  if pairs["breeds"] and not config.superclasses.startswith("wordnet:"):
+    read_superclasses(config.superclasses)  # a bad file is reported before any probe is fit
   artifacts.write_json(workdir / "config.json", config.to_dict())
   results = {"fewshot": {}, "shift": {}, "details": {"fewshot": {}, "shift": {}, "skipped": []}}
   start = time.perf_counter()
@@ -269,7 +286,7 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   for train, evals in pairs["shift"]:
     _shift_job(stores, train, evals, config, results)
   for train, (test,) in pairs["breeds"]:
-    _breeds_job(stores, train, test, mapping, config, results)
+    _breeds_job(stores, train, test, config, results)
 
   results["details"]["seconds"] = time.perf_counter() - start
   artifacts.write_json(workdir / "results.json", results)

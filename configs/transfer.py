@@ -12,8 +12,9 @@ Any tfds classification dataset:
 Writes W/results.json: fewshot[DATASET][ridge|logistic][K] = {mean, std, seeds} and
 shift[TRAIN_DATASET][EVAL_DATASET] = accuracy (definitions: aligned/transfer.py). Shift evaluation
 stores that are not given are skipped (listed in details.skipped). BREEDS-style subpopulation shift:
---config.breeds="('imagenet2012/train->imagenet2012/validation',)" --config.superclasses=map.tsv
-(lines `SYNSET SUPERCLASS`; no WordNet hierarchy is available offline to derive one).
+--config.breeds="('imagenet2012/train->imagenet2012/validation',)" --config.superclasses=wordnet:6
+(each class's WordNet ancestor 6 steps below `entity`, from the WordNet 3.0 nouns in the data folder)
+or --config.superclasses=map.tsv (lines `SYNSET SUPERCLASS`).
 """
 
 import ml_collections
@@ -36,7 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.fewshot = ()  # "TRAIN->TEST" store names: k-shot probes from TRAIN scored on all of TEST
   config.shift = ()  # "TRAIN->EVAL,EVAL,...": one probe on all of TRAIN scored on each EVAL present
   config.breeds = ()  # "TRAIN->TEST": subpopulation shift over config.superclasses
-  config.superclasses = ""  # text file, `CLASS SUPERCLASS` a line
+  config.superclasses = ""  # text file, `CLASS SUPERCLASS` a line; or wordnet:DEPTH (WordNet ancestors)
   config.breeds_seed = 0  # which half of each superclass's classes is the source
   config.data_dir = ""  # tfds data_dir for labels; empty: the extraction's (STORE/../config.json)
   config.label_key = "label"  # the tfds ClassLabel feature

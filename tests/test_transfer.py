@@ -282,6 +282,20 @@ def test_subpopulation_shift_with_a_superclass_mapping(data_dir, stores, tmp_pat
   results = transfer.transfer(config, tmp_path / "w")
   assert results["shift"]["transfer_blobs:breeds_living"] == {"source": 1.0, "target": 1.0}
   assert results["details"]["shift"]["transfer_blobs:breeds_living"]["superclasses"] == ["fish", "shark"]
+  # The same task from the WordNet hierarchy: 11 steps below `entity` the two tench-like classes are
+  # bony fish and the two sharks cartilaginous fish.
+  config.superclasses = "wordnet:11"
+  results = transfer.transfer(config, tmp_path / "wordnet")
+  assert results["shift"]["transfer_blobs:breeds_wordnet11"] == {"source": 1.0, "target": 1.0}
+  details = results["details"]["shift"]["transfer_blobs:breeds_wordnet11"]
+  assert details["superclasses"] == ["n01480516 cartilaginous fish", "n02514825 bony fish"]
+  config.superclasses = "wordnet:10"  # all four are fish: fewer than 2 superclasses
+  with pytest.raises(DataError, match="fewer than 2 superclasses"):
+    transfer.transfer(config, tmp_path / "fish")
+  config.superclasses = "wordnet:deep"
+  with pytest.raises(ValueError, match="expected wordnet:DEPTH"):
+    transfer.transfer(config, tmp_path / "deep")
+  config.superclasses = str(mapping)
   mapping.write_text(f"{CLASSES[0]} fish\n{CLASSES[0]} shark\n")
   with pytest.raises(DataError, match="row 2: class 'n01440764' listed twice"):
     transfer.transfer(config, tmp_path / "w2")

@@ -87,3 +87,23 @@ def test_a_wordnet_nouns_class_is_its_lexicographer_file(data_dir):
   nouns = wordnet.load_nouns()
   assert [labels.names[k] for k in labels.labels] == [nouns[i].lexname for i in ids]
   assert set(labels.names) <= set(WORDNET_LEXNAMES) and len(labels.names) >= 5
+
+
+def test_superclasses_are_ancestors_at_a_depth_along_primary_hypernyms(data_dir):
+  nouns = wordnet.load_nouns()
+  path = wordnet.hypernym_path(nouns, "n02085620")  # Chihuahua
+  assert [nouns[i].word for i in path[:3]] == ["entity", "physical entity", "object"]
+  assert [nouns[i].word for i in path[-4:]] == ["canine", "dog", "toy dog", "Chihuahua"]
+  classes = ["n02085620", "n02123045", "n02124075", "n02814533", "n04285008"]  # 1 dog, 2 cats, 2 cars
+  at = wordnet.superclasses(classes, 13)
+  assert at == {
+    "n02085620": "n02084071 dog",
+    "n02123045": "n02121620 cat",
+    "n02124075": "n02121620 cat",
+    "n02814533": "n02814533 beach wagon",  # a car's path has 13 synsets (depths 0-12): itself
+    "n04285008": "n04285008 sports car",
+  }
+  assert set(wordnet.superclasses(classes[3:], 11).values()) == {"n02958343 car"}
+  assert set(wordnet.superclasses(classes, 6).values()) == {"n00015388 animal", "n03100490 conveyance"}
+  with pytest.raises(DataError, match="1 class names are not WordNet noun synset ids.*'cat'"):
+    wordnet.superclasses(["n02085620", "cat"], 3)

@@ -155,3 +155,45 @@ def concrete_nouns(
     tuple(s.definition for s in keep),
     np.array([s.lexname for s in keep]),
   )
+
+
+# -- Superclasses from the hierarchy ----------------------------------------------------------------
+
+ENTITY = "n00001740"  # entity.n.01, the root of every noun
+
+
+def hypernym_path(synsets: dict[str, Synset], synset_id: str) -> tuple[str, ...]:
+  """The ids from `entity` down to `synset_id`, following each synset's first hypernym pointer (its
+  primary parent as WordNet lists it; `@` and `@i` in file order). WordNet is a DAG; one fixed path
+  gives every class one ancestor per depth."""
+  if synset_id not in synsets:
+    raise KeyError(f"{synset_id!r} is not a WordNet 3.0 noun synset")
+  path, seen = [synset_id], {synset_id}
+  while synsets[path[-1]].hypernyms:
+    parent = synsets[path[-1]].hypernyms[0]
+    if parent in seen or parent not in synsets:
+      raise DataError(None, f"WordNet hypernym chain of {synset_id} is broken at {parent}")
+    path.append(parent)
+    seen.add(parent)
+  return tuple(reversed(path))
+
+
+def superclasses(class_ids, depth: int, synsets: dict[str, Synset] | None = None) -> dict[str, str]:
+  """{class id: its ancestor at `depth` below `entity`, as "nXXXXXXXX word"} for ImageNet-style class
+  ids (BREEDS-style superclasses from the WordNet hierarchy: depth 0 is `entity`, 1
+  `physical_entity`, ...). A class whose path is not that deep is its own superclass. Ids that are not
+  WordNet noun synsets are an error naming the first."""
+  if depth < 0:
+    raise ValueError(f"superclass depth {depth} < 0")
+  synsets = load_nouns() if synsets is None else synsets
+  unknown = [c for c in class_ids if c not in synsets]
+  if unknown:
+    raise DataError(
+      None, f"{len(unknown)} class names are not WordNet noun synset ids (nXXXXXXXX), e.g. {unknown[0]!r}"
+    )
+  out = {}
+  for c in class_ids:
+    path = hypernym_path(synsets, c)
+    ancestor = path[min(depth, len(path) - 1)]
+    out[c] = f"{ancestor} {synsets[ancestor].word}"
+  return out
