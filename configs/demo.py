@@ -18,7 +18,10 @@ too: each step costs 3x), seeds (each student with seeds 0, 1, 2; the spread is 
 
 Variant `images` (`--config=configs/demo.py:images`): the same stages on a generated shapes dataset
 (imagenet2012 format, read through tfds) with a tiny random-initialised ViT; "people" are triplets
-whose odd one out is of another class (colour x shape kind). Minutes on CPU; it proves the image path end to end.
+whose odd one out is of another class (colour x shape kind), and a Levels-format file built from the
+classes. Each student is read back from its checkpoint by extraction, evaluated on the held-out
+triplets and the Levels file, and probed few-shot and under subpopulation shift. Minutes on CPU; it
+proves the full-scale image path end to end.
 
 Every stage's config is a sub-config: override anything, e.g. --config.student.steps=100
 --config.teacher.lambdas="(0.1,)" --config.wordnet.n_items=10000 --config.student_template="{word}".
@@ -31,6 +34,7 @@ from configs import extract as extract_config
 from configs import finetune as finetune_config
 from configs import generate as generate_config
 from configs import teacher as teacher_config
+from configs import transfer as transfer_config
 from configs.common import tiny_vit, wordnet_nouns
 
 WORDNET_ITEMS = 5_000
@@ -101,6 +105,7 @@ def image_config() -> ml_collections.ConfigDict:
   )
   config.n_teacher_triplets = 20_000
   config.n_eval_triplets = 2_000
+  config.n_levels_triplets = 300  # per level (global, local, class boundary)
 
   config.extract = extract_config.get_config("imagenet")
   config.extract.random_backbone = ml_collections.ConfigDict(TINY_VIT)
@@ -122,7 +127,6 @@ def image_config() -> ml_collections.ConfigDict:
   config.student.seed = config.extract.seed
   config.student.data.image_size = 32
   config.student.data.workers = 2
-  config.student.save_item_embeddings = True
   config.student.human_eval.triplets = ""
   config.student.steps, config.student.batch_size = 200, 32
   config.student.optimizer.learning_rate, config.student.optimizer.warmup_steps = 3e-4, 20
@@ -131,4 +135,10 @@ def image_config() -> ml_collections.ConfigDict:
   config.evaluate = evaluate_config.get_config("")
   config.evaluate.categories = False
   config.evaluate.bootstrap = 200
+
+  # few-shot (train -> validation) and BREEDS-style shift (superclass = shape kind), pooled features
+  config.transfer = transfer_config.get_config("")
+  config.transfer.fewshot = ("imagenet2012/train->imagenet2012/validation",)
+  config.transfer.breeds = ("imagenet2012/train->imagenet2012/validation",)
+  config.transfer.shots = (1, 5, 10)
   return config

@@ -1,9 +1,11 @@
 """Gather evaluation runs into one report.
 
   python -m experiments.report --config=configs/report.py --config.runs=runs/base,runs/alignet,runs/unalignet \
-    [--config.names=base,AligNet,UnAligNet] --workdir=runs/report
+    [--config.names=base,AligNet,UnAligNet] [--config.transfer=runs/tr_base,runs/tr_alignet,runs/tr_unalignet] \
+    --workdir=runs/report
 
-Each run is a workdir of `experiments.evaluate` (results.json, arrays.npz). Writes
+Each run is a workdir of `experiments.evaluate` (results.json, arrays.npz); `transfer` adds each run's
+workdir of `experiments.transfer` (few-shot and shift tables; an empty entry for a run without). Writes
 runs/report/report.md (tables with 95 % intervals beside the noise ceiling and chance),
 runs/report/results.csv (every number, long form) and runs/report/plots/*.png.
 On the shared data (SPoSE 49-d and MiniLM runs of `configs/evaluate.py:spose`) it takes seconds.
@@ -16,6 +18,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.runs = ""  # comma-separated run workdirs
   config.names = ""  # optional comma-separated display names (default: the workdirs' folder names)
+  config.transfer = ""  # optional comma-separated transfer workdirs, one per run (empty entries allowed)
   config.title = "Human alignment report"
   config.plots = True
   # paired differences of THINGS accuracy, "A vs B; A vs C" by run name (paired bootstrap over triplets)

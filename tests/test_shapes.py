@@ -129,3 +129,17 @@ def test_unknown_kinds_and_bad_counts_are_refused(tmp_path):
   with pytest.raises(ValueError, match="n_val_per_class"):
     shapes.build_shapes_dataset(tmp_path, n_val_per_class=51)
   assert os.listdir(tmp_path) == []
+
+
+def test_shape_radius_replays_the_size_a_disc_was_drawn_at():
+  settings = {"seed": 3, "image_size": 64}
+  radii, areas = [], []
+  for i in range(6):
+    image = shapes.render_shape("disc", "red", 64, shapes._rng(settings, 0, 2, i))
+    hsv = np.asarray([colorsys.rgb_to_hsv(*(p / 255)) for p in image.reshape(-1, 3)])
+    red = (np.minimum(hsv[:, 0], 1 - hsv[:, 0]) < 30 / 360) & (hsv[:, 1] > 0.4) & (hsv[:, 2] > 0.45)
+    radii.append(shapes.shape_radius(settings, 0, 2, i))
+    areas.append(red.mean())
+  assert all(0.22 <= r <= 0.42 for r in radii)
+  # the disc's area in the image follows pi r^2 (noise and a background of the same hue aside)
+  assert np.corrcoef(np.pi * np.square(radii), areas)[0, 1] > 0.9

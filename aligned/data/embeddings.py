@@ -15,6 +15,7 @@ import numpy as np
 
 from aligned.artifacts import save_npy
 from aligned.data import things
+from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 
 Order = Literal["sorted", "raw"]
@@ -63,13 +64,19 @@ def load_embeddings(
   """Loads [n, d] float32 embeddings and returns them in sorted THINGS order.
 
   Args:
-    path: `.npy` (no pickles) or whitespace-separated text.
+    path: `.npy` (no pickles), whitespace-separated text, or an embedding store folder (its rows in
+      item order, e.g. a store of the items a triplet file indexes).
     order: the order of the file's rows: "sorted" (unique_id.txt order) or "raw" (THINGS
       data-collection order; requires exactly 1,854 rows).
     sortindex: the raw -> sorted permutation; read from the data folder when None.
   """
   path = pathlib.Path(path)
-  array = validate_embeddings(_read_array(path), path)
+  if path.is_dir():
+    if not (path / "metadata.json").exists():
+      raise DataError(path, "a folder, but not an embedding store (no metadata.json)")
+    array = validate_embeddings(EmbeddingStore(path).read()[1], path)
+  else:
+    array = validate_embeddings(_read_array(path), path)
   if order == "sorted":
     return array
   if order != "raw":

@@ -6,11 +6,15 @@ Text (`make demo`): all-MiniLM-L6-v2 is the teacher's backbone and the student; 
 1,854 THINGS concepts; everything is scored on the 2,171 real human triplets and the human RDM.
 Images (variant `images`): a generated shapes dataset (tfds `imagenet2012` format, see
 `aligned.demo.shapes`) and a tiny random ViT as base model and student; "people" are the class
-labels (`aligned.demo.people`). The image variant proves the image path end to end (tfds records by
-index, host decoding, sharded steps); a random ViT's features carry colour but not shape kind, so
-its numbers say nothing about AligNet at scale.
+labels (`aligned.demo.people`). The image variant proves the full-scale image path end to end at toy
+size: tfds records by index, host decoding, sharded steps, then every student is read back from its
+checkpoint by the extraction stage (head outputs of the train images for the triplet evaluations;
+pooled features of train and validation for transfer), scored on the people's held-out triplets and
+on a Levels-format file built from the classes (global, local, class boundary), and probed few-shot
+and under BREEDS-style subpopulation shift (superclass = shape kind). A random ViT's features carry
+colour but not shape kind, so its numbers say nothing about AligNet at scale.
 
-The workdir ends with (text; the image variant has `*_item_embeddings.npy` instead):
+The workdir ends with (text; the image variant has its stores under `embed/` and `features/`):
   things_embeddings.npy                      base model, sorted THINGS order
   teacher/transform.npz                      the human-aligned teacher
   alignet/                                   generated triplets (release format) + manifest.json
@@ -40,6 +44,7 @@ from aligned.generation.generate import generate
 from aligned.report import write_report
 from aligned.student.train import finetune
 from aligned.teacher.train import fit_teacher
+from aligned.transfer import transfer
 
 STUDENTS = {"alignet_student": "uncertainty_distillation", "unalignet_student": "untransformed"}
 
@@ -115,9 +120,12 @@ def _generate_and_students(
   return stages
 
 
-def _evaluate_and_report(config, w: pathlib.Path, models: dict, names: dict, title: str) -> list[Stage]:
+def _evaluate_and_report(
+  config, w: pathlib.Path, models: dict, names: dict, title: str, transfers: dict | None = None
+) -> list[Stage]:
   """One evaluation stage per model ({name: (embeddings, transform, extra overrides, deps)}) + report
-  (with the paired differences of the AligNet student against the UnAligNet student and the base)."""
+  (with the paired differences of the AligNet student against the UnAligNet student and the base, and
+  the transfer results of `transfers` ({name: transfer workdir}) beside the models that have them)."""
   stages = [
     Stage(
       f"evaluate {name}",
@@ -135,6 +143,7 @@ def _evaluate_and_report(config, w: pathlib.Path, models: dict, names: dict, tit
       "title": title,
       "plots": True,
       "differences": "; ".join(f"{names[a]} vs {names[b]}" for a, b in DIFFERENCES),
+      "transfer": ",".join(str(transfers.get(n, "")) for n in models) if transfers else "",
       "seed": 0,
     }
   )
@@ -266,15 +275,23 @@ def _shapes(config, folder: pathlib.Path) -> dict:
 
 
 def image_demo(config, w: pathlib.Path) -> Demo:
-  """A tiny random ViT on generated shapes; "people" are the class labels."""
+  """A tiny random ViT on generated shapes; "people" are the class labels.
+
+  Every model is evaluated as a trained student would be at full scale, from files a command wrote:
+  triplet accuracy on the people's held-out triplets and the Levels-format file (head outputs of the
+  train images, `embed/NAME/store`), few-shot and subpopulation-shift probes (pooled features of the
+  train and validation images, `features/NAME/{train,validation}/store`).
+  """
   data_dir, human = w / "tfds", w / "human"
   base, transform = w / "item_embeddings.npy", w / "teacher" / "transform.npz"
+  extract_config = _sub(config.extract, data_dir=str(data_dir))
   people_config = ml_collections.ConfigDict(
     {
       "store": str(w / "extract" / "store"),
       "hierarchy": str(data_dir / shapes.DATASET / shapes.HIERARCHY_FILE),
       "n_eval_triplets": config.n_eval_triplets,
       "n_teacher_triplets": config.n_teacher_triplets,
+      "n_levels_triplets": config.n_levels_triplets,
       "seed": config.seed,
     }
   )
@@ -287,7 +304,8 @@ def image_demo(config, w: pathlib.Path) -> Demo:
   )
   stages = [
     Stage("shapes", "tfds", config.shapes, _shapes, always=True),
-    Stage("extract", "extract", _sub(config.extract, data_dir=str(data_dir)), extract),
+    Stage("extract", "extract", extract_config, extract),
+    Stage("extract validation", "extract_validation", _sub(extract_config, split="validation"), extract),
     Stage(
       "people",
       "human",
@@ -303,26 +321,93 @@ def image_demo(config, w: pathlib.Path) -> Demo:
       str(w / "extract" / "store"),
       "extract",
       {"data__samplings": config.generate.samplings, "data__tfds_data_dir": str(data_dir)},
-      lambda name: {f"{name}/item_embeddings.npy": f"{name}_item_embeddings.npy"},
+      lambda name: {},
     ),
   ]
-  held_out = {"triplets": str(human / people.EVAL_FILE)}
+  students = student_names(config.student_seeds)
+  for name in students:  # each trained student read back from its checkpoint by extraction
+    student = _sub(extract_config, student=str(w / name))
+    stages += [
+      Stage(f"embed {name}", f"embed/{name}", _sub(student, student_output="head"), extract, deps=(name,)),
+      Stage(
+        f"features {name}",
+        f"features/{name}/train",
+        _sub(student, student_output="pooled"),
+        extract,
+        deps=(name,),
+      ),
+      Stage(
+        f"features {name} validation",
+        f"features/{name}/validation",
+        _sub(student, student_output="pooled", split="validation"),
+        extract,
+        deps=(name,),
+      ),
+    ]
+
+  levels = {"levels": str(human / people.LEVELS_FILE)}
+  held_out = {"triplets": str(human / people.EVAL_FILE), **levels}
+  base_store = str(w / "extract" / "store")
   models = {
-    "base": (base, "", held_out, ("extract",)),
-    "teacher": (base, transform, held_out, ("extract", "teacher")),
+    "base": (base, "", {**held_out, "levels_embeddings": base_store}, ("extract", "people")),
+    "teacher": (
+      base,
+      transform,
+      {**held_out, "levels_embeddings": base_store},
+      ("extract", "people", "teacher"),
+    ),
     **{
-      name: (w / f"{name}_item_embeddings.npy", "", held_out, (name,))
-      for name in student_names(config.student_seeds)
+      name: (
+        w / "embed" / name / "store",
+        "",
+        {**held_out, "levels_embeddings": str(w / "embed" / name / "store")},
+        (f"embed {name}", "people"),
+      )
+      for name in students
     },
   }
+  superclasses = str(data_dir / shapes.DATASET / shapes.SUPERCLASS_FILE)
+  transfer_stores = {
+    "base": (
+      (w / "extract" / "store", w / "extract_validation" / "store"),
+      ("extract", "extract validation"),
+    ),
+    **{
+      name: (
+        (w / "features" / name / "train" / "store", w / "features" / name / "validation" / "store"),
+        (f"features {name}", f"features {name} validation"),
+      )
+      for name in students
+    },
+  }
+  for name, (stores, deps) in transfer_stores.items():
+    transfer_config = _sub(config.transfer, stores=tuple(str(s) for s in stores), superclasses=superclasses)
+    stages.append(Stage(f"transfer {name}", f"transfer/{name}", transfer_config, transfer, deps=deps))
   names = model_names(IMAGE_NAMES, config.student_seeds)
   title = "AligNet image demo: random ViT on generated shapes"
-  stages += _evaluate_and_report(config, w, models, names, title)
+  transfers = {name: w / "transfer" / name for name in transfer_stores}
+  stages += _evaluate_and_report(config, w, models, names, title, transfers)
   return Demo(
     stages,
     names,
-    lambda done: {"items": done.results["people"]["items"], "labels": _labels(done.results["generate"])},
+    lambda done: {
+      "items": done.results["people"]["items"],
+      "labels": _labels(done.results["generate"]),
+      "levels_triplets": done.results["people"].get("levels"),
+      "transfer": {names[n]: _transfer_summary(done.results[f"transfer {n}"]) for n in transfer_stores},
+    },
   )
+
+
+def _transfer_summary(results: dict) -> dict:
+  """Few-shot accuracies (mean over seeds) per dataset, method and k, and the shift accuracies."""
+  fewshot = {
+    f"{dataset}/{method}/{k}-shot": v["mean"]
+    for dataset, methods in results["fewshot"].items()
+    for method, per_k in methods.items()
+    for k, v in per_k.items()
+  }
+  return {"fewshot": fewshot, "shift": results["shift"]}
 
 
 DEMOS = {"text": text_demo, "images": image_demo}

@@ -123,22 +123,28 @@ def _outline(kind: str, r: float, angle: float) -> list[list[tuple[float, float]
   raise ValueError(f"unknown shape kind {kind!r}")
 
 
+def _layout(rng: np.random.Generator) -> dict:
+  """The random draws of one image that come before its shape is drawn, in a fixed order."""
+  grey = rng.uniform(30, 225, size=2)[:, None] + rng.uniform(-25, 25, size=(2, 3))
+  return {"grey": grey, "theta": rng.uniform(0, 2 * np.pi), "radius": rng.uniform(0.22, 0.42)}
+
+
 def render_shape(kind: str, colour: str, size: int, rng: np.random.Generator) -> np.ndarray:
   """One [size, size, 3] uint8 image: a `colour` `kind` on a noisy gradient background.
 
   Random: position (fully inside), circumradius 22-42 % of the side, rotation, hue (+-15 degrees),
   saturation and value (0.6-1), a desaturated background gradient and pixel noise (sigma 3-12).
   """
+  layout = _layout(rng)
   # Background: a linear gradient between two greyish colours at a random angle.
-  grey = rng.uniform(30, 225, size=2)[:, None] + rng.uniform(-25, 25, size=(2, 3))
-  theta = rng.uniform(0, 2 * np.pi)
+  grey, theta = layout["grey"], layout["theta"]
   yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
   t = (np.cos(theta) * (xx - 0.5) + np.sin(theta) * (yy - 0.5)) * np.sqrt(0.5) + 0.5
   background = grey[0] * (1 - t[..., None]) + grey[1] * t[..., None]
 
   # Shape: a mask drawn at _SUPERSAMPLE x and box-downsampled (coverage in [0, 1]).
   big = size * _SUPERSAMPLE
-  r = rng.uniform(0.22, 0.42) * big
+  r = layout["radius"] * big
   centre = rng.uniform(r, big - r, size=2)
   mask = Image.new("L", (big, big), 0)
   draw = ImageDraw.Draw(mask)
@@ -167,10 +173,21 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
   archive.addfile(info, io.BytesIO(data))
 
 
-def _image(settings: dict, split: int, k: int, i: int, superclass: str, name: str) -> bytes:
+def _rng(settings: dict, split: int, k: int, i: int) -> np.random.Generator:
   # One generator per image: image i of a class is the same whatever the counts (a prefix property).
-  rng = np.random.default_rng((settings["seed"], split, k, i))
-  return _jpeg(render_shape(superclass, name.split("_")[0], settings["image_size"], rng))
+  return np.random.default_rng((settings["seed"], split, k, i))
+
+
+def _image(settings: dict, split: int, k: int, i: int, superclass: str, name: str) -> bytes:
+  return _jpeg(
+    render_shape(superclass, name.split("_")[0], settings["image_size"], _rng(settings, split, k, i))
+  )
+
+
+def shape_radius(settings: dict, split: int, k: int, i: int) -> float:
+  """The circumradius (fraction of the side) of image i of class k in a split (0 train, 1 validation):
+  the shape's size, what tells images of one class apart beside position, rotation and colour jitter."""
+  return float(_layout(_rng(settings, split, k, i))["radius"])
 
 
 def _validation_numbers(classes: list[dict], n: int) -> dict[str, list[int]]:
