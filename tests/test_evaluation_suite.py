@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -245,3 +246,28 @@ def test_runs_of_one_model_from_several_seeds_are_summarised():
     0.02
   )
   assert seeds_section(runs[:1] + runs[3:], Records()) == ""
+
+
+def test_transfer_workdirs_join_the_runs_they_belong_to(tmp_path):
+  from aligned.report.runs import gather
+
+  for name, results in (
+    ("eval_a", {"accuracy": 0.5}),
+    ("eval_b", {"accuracy": 0.4}),
+    ("transfer_a", {"fewshot": {"d": {"ridge": {"1": {"mean": 0.3}}}}, "shift": {}, "details": {}}),
+  ):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(results))
+  config = ml_collections.ConfigDict(
+    {
+      "runs": f"{tmp_path / 'eval_a'},{tmp_path / 'eval_b'}",
+      "names": "a,b",
+      "transfer": f"{tmp_path / 'transfer_a'},",
+    }
+  )
+  a, b = gather(config)
+  assert a.results == {"accuracy": 0.5, "fewshot": {"d": {"ridge": {"1": {"mean": 0.3}}}}, "shift": {}}
+  assert b.results == {"accuracy": 0.4}
+  config.transfer = str(tmp_path / "transfer_a")
+  with pytest.raises(ValueError, match="1 transfer workdirs for 2 runs"):
+    gather(config)
