@@ -16,3 +16,6 @@ class DataError(ValueError):
     if row is not None:
       where += f", row {row}"
     super().__init__(f"{where}: {problem}")
+
+  def __reduce__(self):  # pickled whole, so a worker process's error arrives with its file and row
+    return type(self), (self.path, self.problem, self.row)

@@ -19,8 +19,11 @@ Backbone: a registered one (`config.backbone` + `config.checkpoint`, or random w
 student (`config.student` = a finetune workdir): its head output (`student_output = "head"`, the
 embedding the triplet loss trained) or its fine-tuned backbone's pooled features (`"pooled"`), with
 the run's own preprocessing. So base, AligNet and UnAligNet students are embedded and evaluated alike.
-Image batches are decoded and preprocessed by host threads ahead of the device (prefetch), sharded
-over the `data` axis of a mesh of all devices, optionally computed in bfloat16.
+Image batches are decoded and resized (uint8) by host threads ahead of the device (prefetch), sent
+as uint8 (a quarter of float32's bytes), scaled and normalised on the device, sharded over the `data`
+axis of a mesh of all devices, optionally computed in bfloat16. With `config.image_cache` (a cache
+of `experiments.cache_images` built from the same source at the same size) the host only reads
+bytes: no decoding, no resize.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from jax.sharding import PartitionSpec as P
 
 from aligned import artifacts
 from aligned.backbones import build_backbone, load_text_backbone
-from aligned.backbones.preprocessing import preprocess
+from aligned.backbones.preprocessing import NORMALIZATIONS, resize_for_model
 from aligned.backbones.student import StudentEncoder
 from aligned.data import things
 from aligned.data.embeddings import save_embeddings
+from aligned.data.image_cache import ImageCache, check_image_cache, describe_source
 from aligned.data.items import TEXT_SOURCES, ImageFolderSource, TfdsSource, text_source
 from aligned.distributed import data_mesh
 from aligned.embedding_store import EmbeddingStore
@@ -69,19 +73,27 @@ class ImageEmbedder:
     self.size, self.normalization = config.image_size or self.encoder.image_size, config.normalization
     if self.batch_size % mesh.devices.size:
       raise ValueError(f"batch_size {self.batch_size} is not a multiple of the {mesh.devices.size} devices")
+    if self.normalization not in NORMALIZATIONS:
+      raise ValueError(f"unknown normalization {self.normalization!r}; known: {', '.join(NORMALIZATIONS)}")
     dtype = DTYPES[config.compute_dtype]
     replicated = NamedSharding(mesh, P())
     self.params = jax.device_put(jax.tree.map(lambda a: a.astype(dtype), self.encoder.params), replicated)
     self.sharding = NamedSharding(mesh, P("data"))
-    self._apply = jax.jit(lambda params, images: self.encoder.apply(params, images.astype(dtype)))
+    mean, std = (np.asarray(v, np.float32) for v in NORMALIZATIONS[self.normalization])
+
+    def apply(params, images):  # uint8 -> [0, 1] -> normalised, as `preprocessing.scale_and_normalize`
+      x = (images.astype(jnp.float32) / jnp.float32(255.0) - mean) / std
+      return self.encoder.apply(params, x.astype(dtype))
+
+    self._apply = jax.jit(apply)
 
   def prepare(self, source, indices: list[int]) -> tuple[list[str], np.ndarray]:
-    """Host side: read, decode, resize, scale; padded to the batch size (one compiled shape)."""
+    """Host side: read, decode, resize (uint8); padded to the batch size (one compiled shape)."""
     ids, images = [], []
     for i in indices:
       item_id, image = source.record(i)
       ids.append(item_id)
-      images.append(preprocess(image, self.size, self.normalization))
+      images.append(resize_for_model(image, self.size))
     images = np.stack(images)
     return ids, np.pad(images, ((0, self.batch_size - len(images)), (0, 0), (0, 0), (0, 0)))
 
@@ -190,6 +202,11 @@ def _image_job(config) -> _Job:
   if student is not None:
     config = _student_preprocessing(config, student)
   embedder = ImageEmbedder(config, data_mesh(), student)
+  expected_ids = source.ids if config.source != "tfds" else None
+  if config.get("image_cache"):  # the same records, already resized: the host only reads bytes
+    cache = ImageCache(config.image_cache)
+    check_image_cache(cache, describe_source(source), embedder.size)
+    source = cache
   pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
   description = {
     **_describe_backbone(config, embedder.encoder, "pooled (see aligned.backbones)"),
@@ -206,7 +223,6 @@ def _image_job(config) -> _Job:
     config.get("random_backbone") and student is None
   ):  # random weights: the store is defined by the config and seed
     description["random_backbone"] = {**config.random_backbone.to_dict(), "seed": config.seed}
-  expected_ids = source.ids if config.source != "tfds" else None
   return _Job(
     len(source), expected_ids, lambda lo, hi: embedder.embed(source, lo, hi, pool), description, pool
   )

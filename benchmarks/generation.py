@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,16 +21,23 @@ import numpy as np
 from aligned.distributed import data_mesh
 from aligned.generation.kmeans import _Lloyd
 from aligned.triplet_similarities import iter_pair_similarities
+from benchmarks.floors import bandwidth, seconds_per_call
 
 
-def _best(fn, repeats=3) -> float:
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
-  return best
+def kmeans_iteration_seconds(x: jax.Array, weights: jax.Array, k: int, chunk: int) -> float:
+  """Best seconds of one sharded Lloyd iteration (`aligned.generation.kmeans`) on [n, d] points, n a
+  multiple of `chunk` (zero weights mark padding), from the first k points as centroids."""
+  lloyd = _Lloyd(data_mesh(), chunk)
+  centroids = x[:k]
+  return seconds_per_call(lambda: lloyd.step(centroids, x, weights))
+
+
+def labelling_seconds(table: jax.Array, triplets: np.ndarray, chunk: int = 1 << 18, rounds: int = 2) -> float:
+  """Best seconds to label `triplets` as generation does: `iter_pair_similarities` chunk by chunk, each
+  chunk's [chunk, 3] similarities brought back to the host."""
+  return seconds_per_call(
+    lambda: sum(len(c) for c in iter_pair_similarities(table, triplets, 1.0, chunk=chunk)), rounds=rounds
+  )
 
 
 def main():
@@ -46,12 +52,9 @@ def main():
   rng = np.random.default_rng(0)
   x = jax.device_put(rng.normal(size=(args.n // args.chunk * args.chunk, args.d)).astype(np.float32))
   n = x.shape[0]
-  centroids = x[: args.k]
-  weights = jnp.ones(n, jnp.float32)
-  lloyd = _Lloyd(data_mesh(), args.chunk)
-  iteration = _best(lambda: jax.block_until_ready(lloyd.step(centroids, x, weights)))
+  iteration = kmeans_iteration_seconds(x, jnp.ones(n, jnp.float32), args.k, args.chunk)
   product = jax.jit(lambda x, c: x @ c.T)
-  floor = _best(lambda: jax.block_until_ready(product(x, centroids)))
+  floor = seconds_per_call(lambda: product(x, x[: args.k]))
   print(
     f"\nk-means, {n:,} x {args.d}, k = {args.k}: one iteration {iteration:.2f} s, matmul floor {floor:.2f} s, {iteration / floor:.2f}x"
   )
@@ -60,18 +63,13 @@ def main():
   )
 
   triplets = rng.integers(0, n, size=(args.triplets, 3))
-  labelling = _best(
-    lambda: sum(len(c) for c in iter_pair_similarities(x, triplets, 1.0, chunk=1 << 18)), repeats=2
-  )
-  a = jnp.ones((256 * 1024 * 1024 // 4,), jnp.float32)
-  reduce_sum = jax.jit(jnp.sum)
-  bandwidth = a.nbytes / _best(lambda: jax.block_until_ready(reduce_sum(a)))
-  bytes_needed = args.triplets * 3 * args.d * 4
-  floor = bytes_needed / bandwidth
+  labelling = labelling_seconds(x, triplets)
+  bytes_per_s = bandwidth()
+  floor = args.triplets * 3 * args.d * 4 / bytes_per_s
   rate = args.triplets / labelling
   print(f"\nlabelling {args.triplets:,} triplets: {labelling:.2f} s = {rate:.3g} triplets/s")
   print(
-    f"  bandwidth {bandwidth / 1e9:.1f} GB/s: floor {floor:.2f} s ({labelling / floor:.2f}x); 10 M triplets: about {1e7 / rate:.0f} s"
+    f"  bandwidth {bytes_per_s / 1e9:.1f} GB/s: floor {floor:.2f} s ({labelling / floor:.2f}x); 10 M triplets: about {1e7 / rate:.0f} s"
   )
   print(f"peak host memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

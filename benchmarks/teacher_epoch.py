@@ -12,7 +12,6 @@ d-float rows per triplet forward and backward) at the bandwidth of a large reduc
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +21,23 @@ from aligned.distributed import data_mesh
 from aligned.teacher import model
 from aligned.teacher.model import Hyperparams, TripletTargets
 from aligned.teacher.optimize import FitOptions, Fitter
+from benchmarks.floors import bandwidth, seconds_per_call
 
 
 def _time(fn, *args, repeats=3) -> float:
-  jax.block_until_ready(fn(*args))  # compile and warm up
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
+  return seconds_per_call(lambda: fn(*args), rounds=repeats)
 
 
-def _random_data(n_objects: int, n_triplets: int, seed: int = 0) -> TripletTargets:
+def random_targets(n_objects: int, n_triplets: int, seed: int = 0) -> TripletTargets:
+  """Random triplets (repeats allowed) with Dirichlet choice probabilities and unit weights."""
   rng = np.random.default_rng(seed)
   triplets = rng.integers(0, n_objects, size=(n_triplets, 3)).astype(np.int32)  # repeats are fine here
   probs = rng.dirichlet(np.ones(3), size=n_triplets).astype(np.float32)
   return TripletTargets(triplets, probs, np.ones(n_triplets, np.float32))
 
 
-def _step_seconds(x, data, path, chunk=16384, repeats=3) -> float:
+def step_seconds(x, data, path, chunk=16384, repeats=3) -> float:
+  """Best seconds of one jitted Adam step of the teacher's own `Fitter` over `data` (the whole batch)."""
   mean, std = model.standardization(x[:10000])
   fitter = Fitter(
     x, mean, std, Hyperparams(lam=1e-3, learning_rate=1e-3), FitOptions(path=path, chunk=chunk), data_mesh()
@@ -59,11 +55,6 @@ def matrix_floor(n: int, d: int) -> float:
   return _time(jax.jit(lambda x, w: x @ w), x, w) + _time(jax.jit(lambda z: z @ z.T), x)
 
 
-def bandwidth_bytes_per_s() -> float:
-  a = jnp.ones((256 * 1024 * 1024 // 4,), jnp.float32)  # 256 MiB
-  return a.nbytes / _time(jax.jit(jnp.sum), a, repeats=5)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--triplets", type=int, default=4_700_000)
@@ -78,23 +69,23 @@ def main():
   print(f"{'d':>6} {'epoch s':>9} {'floor s':>9} {'ratio':>7} {'triplets/s':>12}")
   for d in (int(v) for v in args.dims.split(",")):
     x = np.random.default_rng(0).normal(size=(n_objects, d)).astype(np.float32)
-    data = _random_data(n_objects, args.triplets)
-    seconds = _step_seconds(x, data, "matrix")
+    data = random_targets(n_objects, args.triplets)
+    seconds = step_seconds(x, data, "matrix")
     floor = matrix_floor(n_objects, d)
     print(f"{d:>6} {seconds:>9.3f} {floor:>9.3f} {seconds / floor:>7.1f} {args.triplets / seconds:>12.3g}")
 
   n, d, t = args.chunked_objects, args.chunked_dim, args.chunked_triplets
   print(f"\nchunked path: {n:,} objects x {d}, {t:,} triplets per step")
   x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
-  data = _random_data(n, t)
-  seconds = _step_seconds(x, data, "chunked")
-  bandwidth = bandwidth_bytes_per_s()
+  data = random_targets(n, t)
+  seconds = step_seconds(x, data, "chunked")
+  bytes_per_s = bandwidth()
   bytes_per_triplet = 2 * 3 * d * 4  # three rows read forward, scattered back in the backward pass
-  gather_floor = t * bytes_per_triplet / bandwidth
+  gather_floor = t * bytes_per_triplet / bytes_per_s
   w = jnp.asarray(np.eye(d), jnp.float32)
   transform_floor = _time(jax.jit(lambda x, w: x @ w), jnp.asarray(x), w)  # Z = X W, once per step
   floor = gather_floor + transform_floor
-  print(f"measured bandwidth {bandwidth / 1e9:.1f} GB/s: gather floor {gather_floor:.3f} s")
+  print(f"measured bandwidth {bytes_per_s / 1e9:.1f} GB/s: gather floor {gather_floor:.3f} s")
   print(f"transform floor (X @ W once) {transform_floor:.3f} s")
   print(
     f"step {seconds:.3f} s = {t / seconds:.3g} triplets/s, {seconds / floor:.1f}x the floor ({floor:.3f} s)"

@@ -41,6 +41,7 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
   config.normalization = "none"  # none (AligNet, [0, 1]) | imagenet | clip | siglip
   config.compute_dtype = "float32"  # float32 | bfloat16
   config.store_dtype = "float32"  # float32 | bfloat16 (half the disk; read back as float32)
+  config.image_cache = ""  # images: a cache of this source at this size (experiments.cache_images)
   config.decode_threads = 4  # host threads decoding the next batches
   config.batch_size = 128  # a multiple of the number of devices
   config.shard_size = 256

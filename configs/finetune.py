@@ -51,8 +51,11 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.data.image_size = 224  # 0: the backbone's
   config.data.template = "{word}"  # texts of text sources: THINGS concepts (things_words) or wordnet_nouns
   config.data.wordnet = wordnet_nouns()  # wordnet_nouns: which nouns (as the store's extraction)
-  config.data.workers = 16  # host threads decoding images
+  config.data.image_cache = ""  # tfds: a cache of the split at image_size (experiments.cache_images)
+  config.data.workers = 16  # host threads decoding images (in each loader process with grain)
   config.data.prefetch = 2  # batches decoded ahead of the device
+  config.data.loader = "threads"  # threads (one prefetch thread) | grain (worker processes)
+  config.data.grain_workers = 8  # loader = grain: worker processes, each loading whole batches
   config.data.synthetic = ml_collections.ConfigDict(
     {"n_items": 256, "image_size": 16, "n_train": 4000, "n_val": 256, "seed": 0}
   )

@@ -122,3 +122,23 @@ def test_things_images_give_the_mean_embedding_of_each_concept(tmp_path, checkpo
   with pytest.raises(DataError, match="1 THINGS concepts have no image, e.g. zebra"):
     extract(config, tmp_path / "missing")
   assert not (tmp_path / "missing" / "store").exists()
+
+
+def test_a_cache_of_resized_images_gives_the_same_store_bit_for_bit(tmp_path, images, checkpoint):
+  from aligned.data.image_cache import build_image_cache
+  from aligned.data.items import ImageFolderSource
+
+  build_image_cache(
+    ImageFolderSource(images), tmp_path / "cache", image_size=32, shard_size=8, progress=False
+  )
+  decoded = extract(_config(images, checkpoint), tmp_path / "decoded")
+  cached = extract(_config(images, checkpoint, image_cache=str(tmp_path / "cache")), tmp_path / "cached")
+  ids, a = EmbeddingStore(decoded["store"]).read()
+  cached_ids, b = EmbeddingStore(cached["store"]).read()
+  np.testing.assert_array_equal(ids, cached_ids)
+  np.testing.assert_array_equal(a, b)
+  build_image_cache(
+    ImageFolderSource(images), tmp_path / "cache16", image_size=16, shard_size=8, progress=False
+  )
+  with pytest.raises(DataError, match="its images are 16x16, not 32x32"):
+    extract(_config(images, checkpoint, image_cache=str(tmp_path / "cache16")), tmp_path / "wrong")

@@ -4,7 +4,7 @@ import cv2  # test-only dependency: the reference implementation
 import numpy as np
 import pytest
 
-from aligned.backbones.preprocessing import NORMALIZATIONS, preprocess, resize_cubic
+from aligned.backbones.preprocessing import NORMALIZATIONS, preprocess, resize_cubic, resize_for_model
 
 
 @pytest.mark.parametrize("shape", [(375, 500), (100, 80), (224, 224), (640, 427), (50, 300), (7, 9)])
@@ -40,3 +40,9 @@ def test_preprocess_range_channels_and_normalisation():
     preprocess(rgba, normalization="zca")
   with pytest.raises(ValueError, match="uint8"):
     resize_cubic(rgba.astype(np.float32), 224)
+
+
+def test_resizing_to_the_size_an_image_already_has_changes_nothing():
+  image = np.random.default_rng(0).integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(resize_cubic(image, 24), image)  # the kernel's own identity
+  assert resize_for_model(image, 24) is image  # so the cached path skips it

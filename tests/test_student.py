@@ -264,3 +264,15 @@ def test_files_of_another_item_set_are_refused(tmp_path):
   shifted = np.roll(ids, 1)
   with pytest.raises(DataError, match=r"val.npz, row 1: file names .* are not this source's items"):
     build.check_item_ids(path, shifted)
+
+
+def test_a_resumed_run_may_change_how_inputs_are_read_but_not_what_they_are(tmp_path):
+  from configs import finetune as finetune_config
+
+  config = finetune_config.get_config("vit_b16")
+  build.check_resume(tmp_path, config)
+  config.data.update(workers=2, image_cache="/caches/in1k", loader="grain", grain_workers=4, prefetch=3)
+  build.check_resume(tmp_path, config)  # the same pixels, read another way
+  config.data.image_size = 256
+  with pytest.raises(ValueError, match=r"holds a run with other settings \(data\)"):
+    build.check_resume(tmp_path, config)

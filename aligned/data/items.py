@@ -6,19 +6,21 @@ Two kinds, one per consumer:
   the path its id) and `TfdsSource` (a `tfds.data_source` split, item i = record i, the index AligNet
   files store; id = the record's `file_name`);
 - *model inputs* (`load(indices) -> {name: [m, ...]}`), read by the student: `ImageItems` (records
-  decoded and cubic-resized by host threads), `TextItems` (texts tokenised once, e.g. the THINGS
-  concepts from `things_texts`) and `SyntheticImages` (a generated learnable task for smoke runs).
+  decoded and cubic-resized by host threads, or read already resized from an image cache), `TextItems`
+  (texts tokenised once, e.g. the THINGS concepts from `things_texts`) and `SyntheticImages` (a
+  generated learnable task for smoke runs).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import pathlib
 
 import numpy as np
 
-from aligned.backbones.preprocessing import preprocess
+from aligned.backbones.preprocessing import preprocess, scale_and_normalize
 from aligned.data import things, wordnet
 from aligned.data.alignet_files import alignet_path, write_alignet
 from aligned.errors import DataError
@@ -109,6 +111,14 @@ class ImageFolderSource:
   def record(self, i: int) -> tuple[str, np.ndarray]:
     return str(self.ids[i]), load_image(self.root / self.ids[i])
 
+  def description(self) -> dict:
+    """What the items are, independent of where the folder lies: the sha256 of the sorted listing."""
+    return {
+      "kind": "image_folder",
+      "listing_sha256": hashlib.sha256("\n".join(self.ids).encode()).hexdigest(),
+      "n_records": len(self),
+    }
+
 
 class TfdsSource:
   """A `tfds.data_source` split; item i is record i (the index AligNet files store), id = file_name."""
@@ -120,7 +130,7 @@ class TfdsSource:
       self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
     except Exception as e:  # tfds raises many types for a missing or unprepared dataset
       raise DataError(data_dir or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
-    self.name = f"{name}/{split}"
+    self.dataset, self.split, self.name = name, split, f"{name}/{split}"
     if len(self.source) == 0:
       raise DataError(data_dir, f"tfds {self.name} is empty")
 
@@ -131,6 +141,17 @@ class TfdsSource:
     example = self.source[i]
     name = example.get("file_name", str(i))
     return (name.decode() if isinstance(name, bytes) else str(name)), np.asarray(example["image"])
+
+  def description(self) -> dict:
+    """What the items are, independent of the data_dir: dataset, version, split and record count."""
+    version = str(self.source.dataset_info.version)  # another version may hold other records in another order
+    return {
+      "kind": "tfds",
+      "name": self.dataset,
+      "version": version,
+      "split": self.split,
+      "n_records": len(self),
+    }
 
 
 class TextItems:
@@ -153,13 +174,26 @@ class TextItems:
 
 
 class ImageItems:
-  """Records of a `tfds.data_source` (item i = record i), decoded and resized by host threads."""
+  """Records of a record source (item i = record i), decoded and resized by host threads.
+
+  `resized=True`: the records are already uint8 [size, size, 3] from `resize_for_model` (an image cache,
+  `aligned.data.image_cache`); only `scale_and_normalize` is applied, and the arrays are identical to
+  the decode path's `preprocess` of the original records."""
 
   kind = "image"
 
-  def __init__(self, source, size: int, normalization: str = "none", workers: int = 8):
-    self.source, self.size, self.normalization = source, size, normalization
-    self.pool = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
+  def __init__(self, source, size: int, normalization: str = "none", workers: int = 8, resized: bool = False):
+    self.source, self.size, self.normalization, self.resized = source, size, normalization, resized
+    self.workers = max(1, workers)
+    self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+
+  # Picklable (the grain loader's worker processes): the thread pool is made again on arrival.
+  def __getstate__(self) -> dict:
+    return {k: v for k, v in self.__dict__.items() if k != "pool"}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state)
+    self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
 
   def __len__(self) -> int:
     return len(self.source)
@@ -167,8 +201,21 @@ class ImageItems:
   def _one(self, i: int) -> np.ndarray:
     return preprocess(self.source.record(int(i))[1], self.size, self.normalization)
 
+  def _resized_one(self, out: np.ndarray, i: int) -> None:
+    image = self.source.record(int(i))[1]
+    if image.shape != out.shape or image.dtype != np.uint8:
+      raise DataError(
+        getattr(self.source, "root", None),
+        f"record {i} is {image.dtype} {image.shape}, not a resized uint8 {list(out.shape)} image",
+      )
+    scale_and_normalize(image, self.normalization, out=out)
+
   def load(self, items: np.ndarray) -> dict[str, np.ndarray]:
-    return {"image": np.stack(list(self.pool.map(self._one, items)))}
+    if not self.resized:
+      return {"image": np.stack(list(self.pool.map(self._one, items)))}
+    images = np.empty((len(items), self.size, self.size, 3), np.float32)
+    list(self.pool.map(self._resized_one, images, items))  # each thread writes its own rows
+    return {"image": images}
 
 
 class SyntheticImages:

@@ -49,6 +49,9 @@ RESUME_KEYS = (
   "seed",
   "dtype",
 )
+# Settings of `config.data` that change how inputs are read, not what they are (an image cache holds the
+# decode path's pixels bit for bit): a resumed run may change them.
+INPUT_ONLY = ("workers", "prefetch", "image_cache", "loader", "grain_workers")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -165,10 +168,15 @@ def resolve_data(config, workdir: pathlib.Path) -> ml_collections.ConfigDict:
 def check_resume(workdir: pathlib.Path, config) -> None:
   """Refuses a workdir whose config.json has other `RESUME_KEYS`; writes config.json otherwise."""
   path = workdir / "config.json"
-  current = {k: config.to_dict().get(k) for k in RESUME_KEYS}
+
+  def compared(settings: dict) -> dict:
+    kept = {k: settings.get(k) for k in RESUME_KEYS}
+    kept["data"] = {k: v for k, v in (kept["data"] or {}).items() if k not in INPUT_ONLY}
+    return kept
+
+  current = compared(config.to_dict())
   if path.exists():
-    saved = json.loads(path.read_text())
-    before = {k: saved.get(k) for k in RESUME_KEYS}
+    before = compared(json.loads(path.read_text()))
     if json.loads(json.dumps(before)) != json.loads(json.dumps(current)):
       changed = [k for k in RESUME_KEYS if json.dumps(before[k]) != json.dumps(current[k])]
       raise ValueError(

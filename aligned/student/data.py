@@ -14,6 +14,7 @@ batches ahead of the device.
 
 from __future__ import annotations
 
+import gc
 import os
 import pathlib
 import queue
@@ -201,6 +202,10 @@ class GrainPrefetcher:
 
   def close(self) -> None:
     self.iterator.close()
+    # grain's reader thread ends on a StopIteration whose traceback holds the last batches (shared
+    # memory): dropped with the iterator, that cycle is freed by a collection, not at exit with a warning
+    self.iterator = None
+    gc.collect()
 
 
 def _plain_arrays(tree):
