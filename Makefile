@@ -37,8 +37,10 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest workers (pytest-xdist), a test file per worker: module fixtures are built once, and
+# the subprocess tests' start-up and compilation overlap with the other worker's work.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fast subset: no subprocess, pipeline or notebook tests (a few minutes on 2 cores).
 test-fast: $(BIN)/.dev
