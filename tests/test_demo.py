@@ -12,7 +12,9 @@ import pytest
 from aligned.backbones.preprocessing import preprocess
 from aligned.backbones.student import StudentEncoder
 from aligned.data.items import TfdsSource
+from aligned.data.levels import LEVELS
 from aligned.demo import run_demo
+from aligned.demo.pipelines import format_results
 from aligned.embedding_store import EmbeddingStore
 from configs import demo as demo_config
 
@@ -93,6 +95,12 @@ def test_every_stage_runs_and_writes_its_artifacts(demo):
     assert set(summary["fewshot"]) == {"imagenet2012/ridge/1-shot", "imagenet2012/ridge/2-shot"}
     breeds = summary["shift"]["imagenet2012:breeds_superclasses"]
     assert 0 <= breeds["source"] <= 1 and 0 <= breeds["target"] <= 1
+  printed = format_results(results)
+  levels = results["table"][2]["levels"]  # the AligNet student's row
+  assert f"AligNet student {' '.join(f'{100 * levels[k]:6.2f} %' for k in LEVELS)}" in printed.replace(
+    "  ", " "
+  )
+  assert any(x.startswith("transfer, AligNet student: imagenet2012/ridge/1-shot") for x in printed)
   assert json.loads((workdir / "results.json").read_text())["table"] == results["table"]
 
 

@@ -106,3 +106,30 @@ def test_what_is_not_a_run_of_this_architecture_is_refused(tmp_path, run):
   (other / "config.json").write_text(json.dumps(config))
   with pytest.raises(DataError, match="parameters of the architecture are missing"):
     StudentEncoder(other)
+
+
+def test_a_text_student_embeds_texts_with_its_head(tmp_path):
+  """A MiniLM student run (its config and a checkpoint of random head weights) read back as a text
+  encoder: `encode` is the student's head on the texts' tokens."""
+  import orbax.checkpoint as ocp
+
+  from aligned.backbones import load_text_backbone
+  from aligned.backbones.student import Student
+
+  config = finetune_config.get_config("minilm")
+  config.head_dim = 8
+  (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+  student = Student(load_text_backbone("minilm"), "text", 8)
+  params = student.init(jax.random.key(1))
+  with ocp.CheckpointManager(tmp_path / "checkpoints") as manager:
+    manager.save(7, args=ocp.args.StandardSave({"params": params, "step": np.int32(7)}))
+  encoder = StudentEncoder(tmp_path)
+  texts = ["aardvark", "a small boat", "the moon"]
+  tokens = student.backbone.tokenize(texts)
+  expected = np.asarray(student.embed(params, tokens))
+  np.testing.assert_allclose(encoder.encode(texts, batch_size=2), expected, atol=1e-5)
+  assert encoder.step == 7 and encoder.dim == 8
+  (tmp_path / "images").mkdir()
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "black.png")
+  with pytest.raises(ValueError, match="text student; source image_folder holds images"):
+    _extract(tmp_path / "images", tmp_path, tmp_path / "out")

@@ -480,6 +480,11 @@ def _summary(config, evaluations: dict, done, names: dict, total: float) -> dict
       "accuracy_ci95": r.get("accuracy_ci95"),
       "mean_human_choice_prob": r["mean_human_choice_prob"],
       "rsa_spearman": r.get("rsa_spearman"),
+      **(
+        {"levels": {level: v["accuracy"] for level, v in r["levels"]["per_level"].items()}}
+        if "levels" in r
+        else {}
+      ),
     }
     for name, r in evaluations.items()
   ]
@@ -514,6 +519,13 @@ def format_results(results: dict) -> str:
     rho = "n/a" if row["rsa_spearman"] is None else f"{row['rsa_spearman']:.3f}"
     lines.append(f"{row['model']:{width}s} {pct(row['accuracy'])} {rho:>8s}")
   lines.append(f"{'chance':{width}s} {pct(results['chance'])}")
+  if any("levels" in row for row in results["table"]):
+    lines.append(f"{'Levels-format accuracy':{width}s} {'global':>9s} {'local':>9s} {'boundary':>9s}")
+    for row in results["table"]:
+      if "levels" in row:
+        levels = row["levels"]
+        cells = " ".join(pct(levels.get(k)) for k in ("between_class", "within_class", "class_boundary"))
+        lines.append(f"{row['model']:{width}s} {cells}")
   lines.append(
     f"{'noise ceiling':{width}s}    n/a (one response per triplet)"
     if results["noise_ceiling"] is None
@@ -541,6 +553,14 @@ def format_results(results: dict) -> str:
         f"{name}: tau {student['tau']:.4g}, agrees with the teacher on "
         f"{100 * student['teacher_agreement']:.2f} % of held-out generated triplets"
       )
+  for model, probes in results.get("transfer", {}).items():
+    cells = [f"{k} {pct(v).strip()}" for k, v in probes["fewshot"].items()]
+    cells += [
+      f"{k} unseen {pct(v['target']).strip()} (seen {pct(v['source']).strip()})"
+      for k, v in probes["shift"].items()
+      if "target" in v  # BREEDS-style: seen and unseen subclasses
+    ]
+    lines.append(f"transfer, {model}: {'; '.join(cells)}")
   stages = ", ".join(f"{k} {v:.0f} s" for k, v in results["timings_s"].items() if v is not None)
   lines.append(f"wall time {results['wall_s']:.0f} s ({stages})")
   return "\n".join(lines)
