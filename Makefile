@@ -44,7 +44,7 @@ test: lint
 
 # The fast subset: no subprocess, pipeline or notebook tests (a few minutes on 2 cores).
 test-fast: $(BIN)/.dev
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 format: $(BIN)/.dev
 	$(BIN)/ruff check --fix .
