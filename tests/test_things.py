@@ -97,3 +97,34 @@ def test_an_unknown_image_or_a_concept_without_images_is_refused(data_dir):
     things.concept_means(kept, np.zeros((len(kept), 2)))
   with pytest.raises(DataError, match="image paths but"):
     things.concept_means(paths, features)
+
+
+@pytest.mark.slow
+def test_things_concepts_command_writes_means_or_nothing(tmp_path, data_dir):
+  import os
+  import subprocess
+  import sys
+
+  from tests.conftest import REPO
+
+  ids, rng = things.load_unique_ids(), np.random.default_rng(2)
+  paths = [f"/data/THINGS/object_images/{p}" for p in _image_paths(ids, rng)]
+  features = rng.normal(size=(len(paths), 4)).astype(np.float32)
+  np.save(tmp_path / "features.npy", features)
+  (tmp_path / "file_names.txt").write_text("\n".join(paths) + "\n")
+
+  def command(file_names, out):
+    flags = [f"--features={tmp_path / 'features.npy'}", f"--file_names={file_names}", f"--out={out}"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    run = [sys.executable, "-m", "experiments.things_concepts", *flags]
+    return subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+  done = command(tmp_path / "file_names.txt", tmp_path / "E.npy")
+  assert done.returncode == 0, done.stderr
+  np.testing.assert_allclose(np.load(tmp_path / "E.npy"), things.concept_means(paths, features)[0], atol=1e-6)
+  wrong = [p.replace("aardvark", "unicorn") for p in paths]  # folder and file: of no concept
+  (tmp_path / "wrong.txt").write_text("\n".join(wrong) + "\n")
+  done = command(tmp_path / "wrong.txt", tmp_path / "W.npy")
+  row = wrong.index(next(p for p in wrong if "/unicorn/" in p)) + 1
+  assert done.returncode == 2 and f"wrong.txt, row {row}: image" in done.stderr
+  assert not (tmp_path / "W.npy").exists()
