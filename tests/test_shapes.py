@@ -143,3 +143,27 @@ def test_shape_radius_replays_the_size_a_disc_was_drawn_at():
   assert all(0.22 <= r <= 0.42 for r in radii)
   # the disc's area in the image follows pi r^2 (noise and a background of the same hue aside)
   assert np.corrcoef(np.pi * np.square(radii), areas)[0, 1] > 0.9
+
+
+def test_levels_trials_follow_the_hierarchy_and_the_sizes():
+  from aligned.demo import people
+
+  labels = np.repeat(np.arange(4), 6)  # classes 0, 1 of kind "a"; 2, 3 of kind "b"; 6 images each
+  kinds = np.where(labels < 2, "a", "b")
+  sizes = np.random.default_rng(0).uniform(0.22, 0.42, size=len(labels))
+  trials = people.levels_trials(labels, kinds, sizes, 30, seed=0)
+  between, boundary, within = trials["between_class"], trials["class_boundary"], trials["within_class"]
+  assert len(between) == len(boundary) == 30 and 0 < len(within) <= 30
+  assert (kinds[between[:, 0]] == kinds[between[:, 1]]).all() and (
+    kinds[between[:, 2]] != kinds[between[:, 0]]
+  ).all()
+  assert (labels[between[:, 0]] != labels[between[:, 1]]).all()
+  assert (labels[boundary[:, 0]] == labels[boundary[:, 1]]).all() and (
+    labels[boundary[:, 2]] != labels[boundary[:, 0]]
+  ).all()
+  assert (kinds[boundary[:, 2]] == kinds[boundary[:, 0]]).all()
+  assert (labels[within] == labels[within[:, :1]]).all()
+  s = sizes[within]  # the odd one out's size is farther from the pair than the pair from each other
+  assert (np.minimum(abs(s[:, 2] - s[:, 0]), abs(s[:, 2] - s[:, 1])) > abs(s[:, 0] - s[:, 1])).all()
+  with pytest.raises(ValueError, match=">= 2 colours of each"):
+    people.levels_trials(labels, np.where(labels < 3, "a", "b"), sizes, 5, seed=0)

@@ -116,6 +116,10 @@ def levels_trials(labels, kinds, sizes, n: int, seed: int) -> dict[str, np.ndarr
   labels, kinds, sizes = np.asarray(labels), np.asarray(kinds), np.asarray(sizes)
   members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
   kind_classes = {k: np.unique(labels[kinds == k]) for k in np.unique(kinds)}
+  if len(kind_classes) < 2 or min(len(c) for c in kind_classes.values()) < 2:
+    raise ValueError("a Levels-format file needs >= 2 shape kinds and >= 2 colours of each")
+  if min(len(m) for m in members.values()) < 3:
+    raise ValueError("a Levels-format file needs >= 3 images of each class (its local triplets)")
   out = {"between_class": [], "class_boundary": [], "within_class": []}
   for _ in range(20 * n):
     if all(len(v) >= n for v in out.values()):
