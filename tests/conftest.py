@@ -28,13 +28,13 @@ def data_dir() -> pathlib.Path:
 TINY_VISION = tiny_vit(image_size=32, patch_size=8)
 
 
-def save_tiny_vit(folder: pathlib.Path) -> pathlib.Path:
+def save_tiny_vit(folder: pathlib.Path, **overrides) -> pathlib.Path:
   """A random-weight ViT in the transformers layout (config.json + model.safetensors), via PyTorch."""
   import torch
   import transformers
 
   torch.manual_seed(0)
-  transformers.ViTModel(transformers.ViTConfig(**TINY_VISION)).eval().save_pretrained(
+  transformers.ViTModel(transformers.ViTConfig(**{**TINY_VISION, **overrides})).eval().save_pretrained(
     folder, safe_serialization=True
   )
   return folder

@@ -2,8 +2,11 @@
 preprocessing, and refusals of what is not a run of this architecture."""
 
 import json
+import pathlib
+import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,17 +19,23 @@ from aligned.extract import extract
 from aligned.student.train import finetune
 from configs import extract as extract_config
 from configs import finetune as finetune_config
+from tests.conftest import save_tiny_vit
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  """A smoke student (tiny random ViT on 16 x 16 images, 16-d head) after 4 steps."""
-  workdir = tmp_path_factory.mktemp("student")
+  """A student of a pretrained checkpoint folder (the tiny ViT on 16 x 16 images, 16-d head) after 4
+  steps of the smoke task; the checkpoint folder is deleted afterwards, as on a machine that only
+  has the run."""
+  workdir, pretrained = tmp_path_factory.mktemp("student"), tmp_path_factory.mktemp("pretrained")
   config = finetune_config.get_config("smoke")
+  config.random_backbone = ml_collections.ConfigDict()
+  config.checkpoint = str(save_tiny_vit(pretrained, image_size=16))
   config.steps, config.log_every, config.eval.every, config.checkpointing.every = 4, 2, 4, 4
   config.optimizer.warmup_steps, config.head_dim = 1, 16
   config.data.synthetic.update(n_train=64, n_val=32)
   assert finetune(config, workdir)["status"] == "completed"
+  shutil.rmtree(pretrained)
   return workdir
 
 
@@ -69,14 +78,17 @@ def test_extraction_from_a_run_is_the_student_on_its_own_inputs(tmp_path, run, i
   assert metadata["backbone"] == "student:vit" and metadata["preprocessing"]["size"] == 16
 
 
-def test_the_fine_tuned_weights_are_used_not_the_initial_ones(tmp_path, run, images):
-  head = EmbeddingStore(_extract(images, run, tmp_path)["store"]).read()[1]
-  encoder = StudentEncoder(run)
-  initial = encoder.student.init(jax.random.key(0))  # the smoke run's seed: the parameters at step 0
-  ids = EmbeddingStore(tmp_path / "store").read()[0]
-  batch = np.stack([preprocess(np.asarray(Image.open(images / i).convert("RGB")), 16) for i in ids])
-  before = np.asarray(encoder.student.embed(initial, {"image": batch}))
-  assert np.abs(head - before).max() > 1e-3
+def test_the_checkpoints_weights_are_used_not_the_architectures_random_ones(run):
+  assert (run / "backbone.json").exists() and not pathlib.Path(
+    json.loads((run / "config.json").read_text())["checkpoint"]
+  ).exists()
+  encoder = StudentEncoder(run)  # rebuilt from backbone.json: the pretrained folder is gone
+  saved = jax.tree.leaves(restore_params(run))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(encoder.params), saved, strict=True))
+  fresh = jax.tree.leaves(encoder.backbone.params)  # the random weights the architecture was built with
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(fresh, jax.tree.leaves(encoder.params["backbone"]), strict=True)
+  )
 
 
 def test_preprocessing_other_than_the_students_is_refused(tmp_path, run, images):
@@ -98,12 +110,15 @@ def test_what_is_not_a_run_of_this_architecture_is_refused(tmp_path, run):
   other.mkdir()
   (other / "checkpoints").symlink_to(run / "checkpoints")
   config = json.loads((run / "config.json").read_text())
+  architecture = json.loads((run / "backbone.json").read_text())
   config["head_dim"] = 48  # the checkpoint's head is 16 wide
   (other / "config.json").write_text(json.dumps(config))
+  (other / "backbone.json").write_text(json.dumps(architecture))
   with pytest.raises(DataError, match=r"parameter head/bias has shape \(16,\), the architecture \(48,\)"):
     StudentEncoder(other)
-  config["head_dim"], config["random_backbone"]["num_hidden_layers"] = 16, 3  # one block too many
+  config["head_dim"], architecture["architecture"]["num_hidden_layers"] = 16, 3  # one block too many
   (other / "config.json").write_text(json.dumps(config))
+  (other / "backbone.json").write_text(json.dumps(architecture))
   with pytest.raises(DataError, match="parameters of the architecture are missing"):
     StudentEncoder(other)
 

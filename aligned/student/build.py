@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 
 from aligned import artifacts, distributed, evaluators, odd_one_out, uncertainty
 from aligned.backbones import build_backbone
-from aligned.backbones.student import Student
+from aligned.backbones.student import ARCHITECTURE_FILE, Student, architecture
 from aligned.data import items as item_sources
 from aligned.data import triplets as triplets_io
 from aligned.data.alignet_files import alignet_path, read_alignet
@@ -253,6 +253,9 @@ def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
   mesh = distributed.make_mesh(config.mesh.data, config.mesh.fsdp)
   random_config = config.random_backbone.to_dict() if config.random_backbone else None
   backbone, kind = build_backbone(config.backbone, config.checkpoint, random_config, seed=config.seed)
+  if jax.process_index() == 0 and (arch := architecture(backbone)) is not None:
+    # what reading the run back needs (aligned.backbones.student.StudentEncoder), without the checkpoint
+    artifacts.write_json(workdir / ARCHITECTURE_FILE, {"backbone": config.backbone, "architecture": arch})
   student = Student(backbone, kind, config.head_dim, config.train, DTYPES[config.dtype])
   items = build_items(config, backbone, kind)
   train_files = student_data.alignet_files(d.root, d.transform, "train", d.samplings)
