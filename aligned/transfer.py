@@ -14,7 +14,8 @@ Definitions (results.json of `experiments.transfer` follows them):
 - **Subpopulation shift (BREEDS-style)**: classes grouped by a class -> superclass mapping (a file,
   or `wordnet:DEPTH`: each ImageNet class's WordNet ancestor DEPTH steps below `entity` along its
   primary hypernyms, `aligned.data.wordnet.superclasses`); within each superclass (>= 2 classes
-  present) a seeded half of the classes is the source, the rest the target. A probe over superclasses is trained on source classes and scored on the test items of the
+  present) a seeded half of the classes is the source, the rest the target. A probe over
+  superclasses is trained on source classes and scored on the test items of the
   source classes (in distribution) and of the target classes (unseen subpopulations).
 """
 
@@ -229,14 +230,22 @@ def _shift_job(stores: _Stores, train: str, evals: list[str], config, results: d
 def superclass_mapping(spec: str, class_names) -> tuple[dict[str, str], str]:
   """(class -> superclass, a short name for result keys) from `config.superclasses`: a file of
   `CLASS SUPERCLASS` lines, or `wordnet:DEPTH` (WordNet ancestors of the classes at that depth)."""
-  if spec.startswith("wordnet:"):
-    depth = spec.removeprefix("wordnet:")
-    if not depth.isdigit():
-      raise ValueError(
-        f"superclasses {spec!r}: expected wordnet:DEPTH with DEPTH a whole number, e.g. wordnet:6"
-      )
-    return wordnet.superclasses(list(class_names), int(depth)), f"wordnet{depth}"
+  depth = _wordnet_depth(spec)
+  if depth is not None:
+    return wordnet.superclasses(list(class_names), depth), f"wordnet{depth}"
   return read_superclasses(spec), pathlib.Path(spec).stem
+
+
+def _wordnet_depth(spec: str) -> int | None:
+  """DEPTH of a `wordnet:DEPTH` spec, None for a file; a ValueError for a malformed spec."""
+  if not spec.startswith("wordnet:"):
+    return None
+  depth = spec.removeprefix("wordnet:")
+  if not depth.isdigit():
+    raise ValueError(
+      f"superclasses {spec!r}: expected wordnet:DEPTH with DEPTH a whole number, e.g. wordnet:6"
+    )
+  return int(depth)
 
 
 def _breeds_job(stores: _Stores, train: str, test: str, config, results: dict) -> None:
@@ -275,8 +284,8 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
         raise ValueError(f"{key}: {train}->{','.join(evals)}: want exactly one test store")
   if config.shift_probe not in ("ridge", "logistic"):
     raise ValueError(f"shift_probe {config.shift_probe!r}: expected ridge or logistic")
-  if pairs["breeds"] and not config.superclasses.startswith("wordnet:"):
-    read_superclasses(config.superclasses)  # a bad file is reported before any probe is fit
+  if pairs["breeds"] and _wordnet_depth(config.superclasses) is None:
+    read_superclasses(config.superclasses)  # a bad file or spec is reported before any probe is fit
   artifacts.write_json(workdir / "config.json", config.to_dict())
   results = {"fewshot": {}, "shift": {}, "details": {"fewshot": {}, "shift": {}, "skipped": []}}
   start = time.perf_counter()
