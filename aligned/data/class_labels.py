@@ -14,8 +14,8 @@ Datasets are compared by class *name*, never by index: `map_labels` moves labels
 the label space of another (ImageNet-A's 200 classes into ImageNet's 1,000).
 
 Superclass (BREEDS-style) tasks need a class -> superclass mapping: a user-supplied text file read by
-`read_superclasses` (the WordNet noun hierarchy is in the data folder, `aligned.data.wordnet`, but
-building the mapping from it is not automated yet).
+`read_superclasses`, or one derived from the WordNet noun hierarchy (`aligned.data.wordnet.superclasses`,
+`--config.superclasses=wordnet:DEPTH` in transfer).
 """
 
 from __future__ import annotations
