@@ -24,14 +24,14 @@ data: $(BIN)/.runtime
 	$(BIN)/python -m experiments.download_data
 
 demo: data
-	$(BIN)/python -m experiments.demo --config=configs/demo.py --workdir=runs/demo
+	$(BIN)/python -m experiments.demo --config=demo --workdir=runs/demo
 
 # the demo with each student trained from seeds 0, 1 and 2 (the spread goes into report.md)
 demo-seeds: data
-	$(BIN)/python -m experiments.demo --config=configs/demo.py:seeds --workdir=runs/demo_seeds
+	$(BIN)/python -m experiments.demo --config=demo:seeds --workdir=runs/demo_seeds
 
 demo-images: $(BIN)/.runtime
-	$(BIN)/python -m experiments.demo --config=configs/demo.py:images --workdir=runs/demo_images
+	$(BIN)/python -m experiments.demo --config=demo:images --workdir=runs/demo_images
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """Evaluate object embeddings against human odd-one-out choices and a human similarity matrix.
 
-`evaluate(config, workdir)` is what `python -m experiments.evaluate` runs; it is importable from
+`evaluate(config, workdir)` is what `aligned-evaluate` runs; it is importable from
 Colab and tests. It writes `workdir/config.json` and `workdir/results.json` and returns the results.
 
 Definitions: `accuracy`, `mean_human_choice_prob`, `accuracy_ci95`, `noise_ceiling` (+ interval and

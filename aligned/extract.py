@@ -2,7 +2,7 @@
 
 Resumable: the store's shards are written atomically in item order, and a rerun with the same
 config skips the complete ones. For THINGS sources it also writes `workdir/embeddings.npy`
-([1854, d], sorted order), which `experiments.evaluate` and `experiments.teacher` take directly.
+([1854, d], sorted order), which `aligned-evaluate` and `aligned-teacher` take directly.
 
 Sources:
 - `things_words`: the 1,854 THINGS concepts as text from a template (`{word}`, `{word}: {definition}`);
@@ -22,7 +22,7 @@ the run's own preprocessing. So base, AligNet and UnAligNet students are embedde
 Image batches are decoded and resized (uint8) by host threads ahead of the device (prefetch), sent
 as uint8 (a quarter of float32's bytes), scaled and normalised on the device, sharded over the `data`
 axis of a mesh of all devices, optionally computed in bfloat16. With `config.image_cache` (a cache
-of `experiments.cache_images` built from the same source at the same size) the host only reads
+of `aligned-cache-images` built from the same source at the same size) the host only reads
 bytes: no decoding, no resize.
 """
 

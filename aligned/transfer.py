@@ -1,6 +1,6 @@
 """Machine-learning transfer of frozen embeddings: few-shot linear probes and distribution shift.
 
-Definitions (results.json of `experiments.transfer` follows them):
+Definitions (results.json of `aligned-transfer` follows them):
 
 - **Probes**: ridge and logistic linear probes, defined in `aligned.probes`.
 - **Few-shot**: for each seed, each class's training items are shuffled once; the k-shot set is the

@@ -54,13 +54,13 @@ import numpy as np
 
 from aligned import artifacts
 from aligned.backbones import build_backbone
+from aligned.configs.common import tiny_vit
 from aligned.data.image_cache import ImageCache
 from benchmarks.extraction import RANDOM_BACKBONES, bare_images_per_s, make_embedder, pipeline_images_per_s
 from benchmarks.finetune import compile_step, make_trainer, time_steps
 from benchmarks.floors import H200_DATASHEET_BF16, bandwidth, matmul_peak, on_accelerator
 from benchmarks.generation import kmeans_iteration_seconds, labelling_seconds
 from benchmarks.teacher_epoch import random_targets, step_seconds
-from configs.common import tiny_vit
 
 # -- Sizes ------------------------------------------------------------------------------------------
 

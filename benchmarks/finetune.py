@@ -29,13 +29,13 @@ from PIL import Image
 
 from aligned.backbones import build_backbone
 from aligned.backbones.student import Student
+from aligned.configs.common import tiny_vit
 from aligned.data import items as item_sources
 from aligned.distributed import make_mesh
 from aligned.student.optimizer import make_optimizer, warmup_cosine
 from aligned.student.trainer import Trainer
 from benchmarks.extraction import make_encoder
 from benchmarks.floors import H200_DATASHEET_BF16, matmul_peak
-from configs.common import tiny_vit
 
 
 def make_trainer(encoder, dtype):

@@ -1,19 +1,6 @@
-"""Evaluate embeddings on human triplets: `python -m experiments.evaluate --config=configs/evaluate.py --workdir=W`."""
+"""`python -m experiments.evaluate` in a checkout: the command `aligned-evaluate` (aligned/cli/evaluate.py)."""
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from aligned.evaluate import evaluate, format_results
-from experiments.launch import run_job
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/evaluate.py", "evaluation config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/evaluate", "where config.json and results.json go")
-
-
-def main(argv):
-  del argv
-  run_job(evaluate, format_results, _CONFIG.value, _WORKDIR.value)
-
+from aligned.cli.evaluate import run
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,19 +1,6 @@
-"""Extract embeddings: `python -m experiments.extract --config=configs/extract.py:VARIANT --workdir=W`."""
+"""`python -m experiments.extract` in a checkout: the command `aligned-extract` (aligned/cli/extract.py)."""
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from aligned.extract import extract, format_results
-from experiments.launch import run_job
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/extract.py", "extraction config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/extract", "where the store and embeddings.npy go")
-
-
-def main(argv):
-  del argv
-  run_job(extract, format_results, _CONFIG.value, _WORKDIR.value)
-
+from aligned.cli.extract import run
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,27 +1,6 @@
-"""Build imagenet2012 (array_record) for tfds.data_source without TensorFlow.
+"""`python -m experiments.prepare_imagenet` in a checkout: the command `aligned-prepare-imagenet` (aligned/cli/prepare_imagenet.py)."""
 
-python -m experiments.prepare_imagenet --manual_dir=DIR_WITH_TARS --data_dir=~/tensorflow_datasets
-"""
-
-import os
-
-from absl import app, flags
-
-from aligned.data.imagenet import prepare_imagenet2012
-
-_MANUAL = flags.DEFINE_string(
-  "manual_dir", None, "folder with ILSVRC2012_img_train.tar / _val.tar", required=True
-)
-_DATA = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "tfds data_dir to write into")
-
-
-def main(argv):
-  del argv
-  folder = prepare_imagenet2012(_MANUAL.value, os.path.expanduser(_DATA.value))
-  print(
-    f"prepared {folder}; read it with tfds.data_source('imagenet2012', split=..., data_dir={_DATA.value!r})"
-  )
-
+from aligned.cli.prepare_imagenet import run
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

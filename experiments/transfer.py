@@ -1,19 +1,6 @@
-"""Few-shot probes and distribution shift: `python -m experiments.transfer --config=configs/transfer.py --workdir=W`."""
+"""`python -m experiments.transfer` in a checkout: the command `aligned-transfer` (aligned/cli/transfer.py)."""
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from aligned.transfer import format_results, transfer
-from experiments.launch import run_job
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/transfer.py", "transfer config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/transfer", "where config.json and results.json go")
-
-
-def main(argv):
-  del argv
-  run_job(transfer, format_results, _CONFIG.value, _WORKDIR.value)
-
+from aligned.cli.transfer import run
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

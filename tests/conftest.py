@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from configs.common import tiny_vit
+from aligned.configs.common import tiny_vit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -2,7 +2,8 @@
 
 Layers (WORKSPACE.md draws them): the core (kernels, metrics, evaluators, data readers, backbones,
 distributed, artifacts, ...) imports only the core; each stage (extract, teacher, generation,
-student, evaluate, transfer, report) imports the core and its own package; the demo sits on top.
+student, evaluate, transfer, report, export) imports the core and its own package; configs import
+the core only; the demo and the commands (`aligned.cli`) sit on top.
 """
 
 import ast
@@ -13,7 +14,8 @@ import pytest
 from tests.conftest import REPO
 
 LIBRARY = REPO / "aligned"
-STAGES = ("extract", "teacher", "generation", "student", "evaluate", "transfer", "report")
+STAGES = ("extract", "teacher", "generation", "student", "evaluate", "transfer", "report", "export")
+TOP = ("demo", "cli")  # the demo and the commands sit on every stage
 
 
 def _module(path: pathlib.Path) -> str:
@@ -40,12 +42,14 @@ def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:
 
 
 def _layer(module: str) -> str:
-  """`core`, `demo`, or the stage a module belongs to."""
+  """`core`, `configs` (settings only: they import the core), `top` (demo, commands), or a stage."""
   parts = module.split(".")
   if len(parts) > 1 and parts[1] in STAGES:
     return parts[1]
-  if len(parts) > 1 and parts[1] == "demo":
-    return "demo"
+  if len(parts) > 1 and parts[1] in TOP:
+    return "top"
+  if len(parts) > 1 and parts[1] == "configs":
+    return "configs"
   return "core"
 
 
@@ -57,7 +61,7 @@ def test_no_stage_imports_another_stage_and_the_core_imports_no_stage(path):
   here = _layer(_module(path))
   for imported, _ in _imports(path):
     there = _layer(imported)
-    if here == "demo" or there == "core":
+    if here == "top" or there == "core":
       continue
     assert there == here, f"{_module(path)} ({here}) imports {imported} ({there})"
 
@@ -73,4 +77,5 @@ def test_the_layering_rule_is_checked_on_real_imports():
   imported = {m for m, _ in _imports(LIBRARY / "student" / "trainer.py")}
   assert {"aligned.distributed", "aligned.backbones.student"} <= imported
   assert _layer("aligned.generation.kmeans") == "generation" and _layer("aligned.sampling") == "core"
-  assert _layer("aligned.demo.runner") == "demo" and _layer("aligned.report.tables") == "report"
+  assert _layer("aligned.demo.runner") == "top" and _layer("aligned.cli.extract") == "top"
+  assert _layer("aligned.configs.demo") == "configs" and _layer("aligned.report.tables") == "report"

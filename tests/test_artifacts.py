@@ -50,8 +50,8 @@ def test_progress_reports_rate_and_eta():
 def test_urls_are_refused_as_paths_with_the_setting_named(tmp_path, capsys):
   import ml_collections
 
+  from aligned.cli.launch import run_job
   from aligned.errors import DataError, check_local_paths
-  from experiments.launch import run_job
 
   check_local_paths({"store": "/mnt/bucket/store", "notes": "see gs docs", "n": 3}, tmp_path)
   with pytest.raises(DataError, match=r"gs://b/runs: workdir is a URL, but paths must be local"):

@@ -11,12 +11,12 @@ import pytest
 
 from aligned.backbones.preprocessing import preprocess
 from aligned.backbones.student import StudentEncoder
+from aligned.configs import demo as demo_config
 from aligned.data.items import TfdsSource
 from aligned.data.levels import LEVELS
 from aligned.demo import run_demo
 from aligned.demo.pipelines import format_results
 from aligned.embedding_store import EmbeddingStore
-from configs import demo as demo_config
 
 pytestmark = pytest.mark.slow  # subprocesses / whole pipelines: `make test-fast` skips them
 

@@ -60,8 +60,8 @@ def test_an_unfinished_stage_runs_again_in_its_folder(tmp_path):
 
 
 def test_the_seeds_variant_trains_each_student_per_seed_and_compares_seed_0(tmp_path):
+  from aligned.configs import demo as demo_config
   from aligned.demo.pipelines import text_demo
-  from configs import demo as demo_config
 
   demo = text_demo(demo_config.get_config("seeds"), tmp_path)
   names = [stage.name for stage in demo.stages]

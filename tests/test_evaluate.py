@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from aligned import evaluate as evaluate_lib
+from aligned.configs import evaluate as evaluate_config
 from aligned.data import things
-from configs import evaluate as evaluate_config
 from tests.conftest import REPO
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from aligned import evaluate as evaluate_lib
 from aligned import metrics
+from aligned.configs import evaluate as evaluate_config
 from aligned.data import levels, things
-from configs import evaluate as evaluate_config
 from tests import test_levels
 from tests.conftest import REPO
 

@@ -11,10 +11,10 @@ from PIL import Image
 
 from aligned.backbones import load_image_backbone
 from aligned.backbones.preprocessing import preprocess
+from aligned.configs import extract as extract_config
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.extract import extract
-from configs import extract as extract_config
 from tests.conftest import REPO, save_tiny_vit
 
 

@@ -12,11 +12,11 @@ import pytest
 
 from aligned import odd_one_out
 from aligned.artifacts import sha256_of
+from aligned.configs import generate as generate_config
 from aligned.data.alignet_files import read_alignet
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.generation.generate import generate
-from configs import generate as generate_config
 from tests.conftest import REPO
 
 N_CLASSES, PER_CLASS, DIM = 4, 15, 6

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from aligned.backbones.preprocessing import NORMALIZATIONS, preprocess, scale_and_normalize
+from aligned.configs.finetune import get_config
 from aligned.data import items as item_sources
 from aligned.data.alignet_files import write_alignet
 from aligned.data.image_cache import ImageCache, build_image_cache, check_image_cache
@@ -18,7 +19,6 @@ from aligned.demo import shapes
 from aligned.errors import DataError
 from aligned.student import build
 from aligned.student import data as student_data
-from configs.finetune import get_config
 from tests.conftest import REPO
 
 SIZE, SHARD = 24, 3

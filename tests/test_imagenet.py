@@ -91,9 +91,9 @@ def test_missing_tars_are_reported(tmp_path):
 def test_extraction_from_the_prepared_dataset(prepared, tmp_path):
   from aligned.backbones import load_image_backbone
   from aligned.backbones.preprocessing import preprocess
+  from aligned.configs import extract as extract_config
   from aligned.embedding_store import EmbeddingStore
   from aligned.extract import extract
-  from configs import extract as extract_config
   from tests.conftest import save_tiny_vit
 
   data_dir, _ = prepared

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from aligned import evaluate as evaluate_lib
+from aligned.configs import evaluate as evaluate_config
 from aligned.data import levels
 from aligned.errors import DataError
 from aligned.metrics import noise_ceiling
-from configs import evaluate as evaluate_config
 
 STIMULI = "levels/triplets_experiment_first_20_participants.csv"
 # The codebook's columns (a subset of the ~30 jsPsych columns, in a plausible order) + a triplet type.

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from aligned.configs import demo as demo_config
 from aligned.demo import run_demo
-from configs import demo as demo_config
 
 pytestmark = pytest.mark.slow  # a whole pipeline: `make test-fast` skips it
 

@@ -267,7 +267,7 @@ def test_files_of_another_item_set_are_refused(tmp_path):
 
 
 def test_a_resumed_run_may_change_how_inputs_are_read_but_not_what_they_are(tmp_path):
-  from configs import finetune as finetune_config
+  from aligned.configs import finetune as finetune_config
 
   config = finetune_config.get_config("vit_b16")
   build.check_resume(tmp_path, config)

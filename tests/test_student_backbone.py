@@ -13,12 +13,12 @@ from PIL import Image
 
 from aligned.backbones.preprocessing import preprocess
 from aligned.backbones.student import StudentEncoder, restore_params
+from aligned.configs import extract as extract_config
+from aligned.configs import finetune as finetune_config
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.extract import extract
 from aligned.student.train import finetune
-from configs import extract as extract_config
-from configs import finetune as finetune_config
 from tests.conftest import save_tiny_vit
 
 

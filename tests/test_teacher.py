@@ -365,9 +365,9 @@ def test_entry_point_improves_distorted_embeddings(tmp_path, data_dir):
 
 
 def test_bad_teacher_input(tmp_path, data_dir):
+  from aligned.configs import teacher as teacher_config
   from aligned.errors import DataError
   from aligned.teacher.train import fit_teacher
-  from configs import teacher as teacher_config
 
   config = teacher_config.get_config("smoke")
   np.save(tmp_path / "small.npy", np.ones((100, 4), np.float32))
@@ -425,9 +425,9 @@ def test_score_is_the_fitters_evaluation():
 
 
 def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities(data_dir, tmp_path):
+  from aligned.configs import teacher as teacher_config
   from aligned.errors import DataError
   from aligned.teacher.train import training_data
-  from configs import teacher as teacher_config
 
   spose_path = data_dir / "things" / "spose_embedding_49d_sorted.txt"
   spose = np.loadtxt(spose_path)

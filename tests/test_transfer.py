@@ -12,10 +12,10 @@ from jax.test_util import check_grads
 from PIL import Image
 
 from aligned import probes, transfer
+from aligned.configs import transfer as transfer_config
 from aligned.data.class_labels import map_labels, store_labels
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
-from configs import transfer as transfer_config
 
 CLASSES = ("n01440764", "n01443537", "n01484850", "n01491361")
 SPLITS = {"train": 40, "test": 24}

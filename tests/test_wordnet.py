@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from aligned.configs.common import WORDNET_LEXNAMES, wordnet_nouns
 from aligned.data import things, wordnet
 from aligned.data.items import text_source, wordnet_texts
 from aligned.errors import DataError
-from configs.common import WORDNET_LEXNAMES, wordnet_nouns
 
 
 def test_the_real_noun_database_parses(data_dir):

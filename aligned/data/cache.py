@@ -47,7 +47,7 @@ def data_path(relative: str) -> pathlib.Path:
   if not path.exists():
     raise FileNotFoundError(
       f"{path} not found. Set ALIGNED_DATA to a folder holding the human data files "
-      f"or fill the cache with `python -m experiments.download_data`."
+      f"or fill the cache with `aligned-download-data`."
     )
   return path
 

@@ -83,9 +83,7 @@ class ImageCache:
     self.root = pathlib.Path(root)
     path = self.root / "metadata.json"
     if not path.exists():
-      raise DataError(
-        self.root, "not an image cache (no metadata.json); build it with experiments.cache_images"
-      )
+      raise DataError(self.root, "not an image cache (no metadata.json); build it with aligned-cache-images")
     self.metadata = json.loads(path.read_text())
     if self.metadata.get("format") != FORMAT:
       raise DataError(
@@ -173,7 +171,7 @@ def check_image_cache(cache: ImageCache, description: dict, image_size: int) -> 
   if problems:
     raise DataError(
       cache.root / "metadata.json",
-      f"{'; '.join(problems)} (build a cache of this source at this size with experiments.cache_images)",
+      f"{'; '.join(problems)} (build a cache of this source at this size with aligned-cache-images)",
     )
 
 

@@ -1,6 +1,6 @@
 """Reports: the results of several evaluation runs side by side.
 
-`write_report(config, workdir)` is what `python -m experiments.report` runs. It reads each run's
+`write_report(config, workdir)` is what `aligned-report` runs. It reads each run's
 `results.json` (and `arrays.npz`, written by `aligned.evaluate`) and writes, atomically:
 
 - `workdir/report.md`: tables with 95 % intervals beside the noise ceiling and chance: the main

@@ -49,7 +49,7 @@ def _split_keep_empty(value: str) -> list[str]:
 
 
 def _with_transfer(run: Run, path: str) -> Run:
-  """The run with the `fewshot` and `shift` results of a transfer workdir (`experiments.transfer`)."""
+  """The run with the `fewshot` and `shift` results of a transfer workdir (`aligned-transfer`)."""
   transfer = load_run(path).results
   merged = {**run.results, **{k: transfer[k] for k in ("fewshot", "shift") if k in transfer}}
   return dataclasses.replace(run, results=merged)

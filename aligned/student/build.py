@@ -152,7 +152,7 @@ def resolve_data(config, workdir: pathlib.Path) -> ml_collections.ConfigDict:
   d = config.data
   if d.source != "synthetic" or d.root:
     if not d.root:
-      raise ValueError("set --config.data.root to a folder of AligNet files (experiments.generate)")
+      raise ValueError("set --config.data.root to a folder of AligNet files (aligned-generate)")
     return d
   d = ml_collections.ConfigDict(d.to_dict())
   root = workdir / "synthetic_alignet"

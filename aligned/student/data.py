@@ -35,7 +35,7 @@ class TripletRows:
     indices, sims, self.paths, self.offsets = [], [], list(paths), [0]
     for path in self.paths:
       if not path.exists():
-        raise DataError(path, "missing AligNet file (see experiments.generate)")
+        raise DataError(path, "missing AligNet file (see aligned-generate)")
       triplets = read_alignet(path, n_images=n_items, filenames=False)
       n = min(len(triplets), limit) if limit else len(triplets)
       indices.append(triplets.indices[:n])

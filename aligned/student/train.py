@@ -1,4 +1,4 @@
-"""Fine-tune a student on AligNet triplets: `finetune(config, workdir)` (what experiments.finetune runs).
+"""Fine-tune a student on AligNet triplets: `finetune(config, workdir)` (what aligned-finetune runs).
 
   `build_run` (aligned.student.build: mesh, student, items, rows, optimiser, evaluators, checkpoints)
   -> state restored from the last orbax checkpoint, or initialised -> jitted steps (aligned.student.

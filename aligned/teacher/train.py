@@ -1,4 +1,4 @@
-"""`fit_teacher(config, workdir)`: what `python -m experiments.teacher` runs.
+"""`fit_teacher(config, workdir)`: what `aligned-teacher` runs.
 
 Embeddings -> training triplets (a human file, optionally with soft targets from a choice model, or
 the SPoSE stand-in) -> object-disjoint CV over the (lambda, learning rate) grid -> final fit on

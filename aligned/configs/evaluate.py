@@ -1,13 +1,13 @@
 """Evaluate embeddings on human odd-one-out triplets (and a human similarity matrix).
 
 Your embeddings:
-  python -m experiments.evaluate --config=configs/evaluate.py --config.embeddings=E.npy \
+  aligned-evaluate --config=evaluate --config.embeddings=E.npy \
     --config.triplets=FILE [--config.triplets_format=things_noise_ceiling] [--config.rsm=RDM.mat \
     --config.rsm_objects=objects.csv] --workdir=W
 
 Variant `spose` (the README's main job): the SPoSE 49-d embedding, a model fit to human triplets, on
 the 2,171 real human THINGS triplets and the human RDM48:
-  python -m experiments.evaluate --config=configs/evaluate.py:spose --workdir=runs/demo
+  aligned-evaluate --config=evaluate:spose --workdir=runs/demo
 Expected: accuracy 65.73 %, 2,171 triplets and responses, no noise ceiling (one response each),
 RSA Spearman 0.87.
 Any field can be overridden, e.g. --config.similarity=cosine --config.embeddings_order=raw.

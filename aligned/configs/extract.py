@@ -1,11 +1,11 @@
 """Embed the items of a source with a backbone into an embedding store (resumable).
 
-  python -m experiments.extract --config=configs/extract.py:things_minilm_word --workdir=W
-  python -m experiments.extract --config=configs/extract.py:image_folder --config.root=IMAGES \\
+  aligned-extract --config=extract:things_minilm_word --workdir=W
+  aligned-extract --config=extract:image_folder --config.root=IMAGES \\
     --config.backbone=vit --config.checkpoint=CKPT --workdir=W
-  python -m experiments.extract --config=configs/extract.py:things_images --config.root=THINGS/object_images \\
+  aligned-extract --config=extract:things_images --config.root=THINGS/object_images \\
     --config.backbone=siglip --config.checkpoint=CKPT --workdir=W      # + W/embeddings.npy [1854, d]
-  python -m experiments.extract --config=configs/extract.py:imagenet --config.student=runs/vit_b16 \\
+  aligned-extract --config=extract:imagenet --config.student=runs/vit_b16 \\
     --config.student_output=pooled --workdir=W                          # a trained student as the backbone
 
 Writes W/store/ (shards + metadata); for THINGS words also W/embeddings.npy ([1854, 384], sorted).
@@ -18,7 +18,7 @@ things_images (THINGS images under root, one folder per concept or one image per
 
 import ml_collections
 
-from configs.common import wordnet_nouns
+from aligned.configs.common import wordnet_nouns
 
 
 def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict:
@@ -41,7 +41,7 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
   config.normalization = "none"  # none (AligNet, [0, 1]) | imagenet | clip | siglip
   config.compute_dtype = "float32"  # float32 | bfloat16
   config.store_dtype = "float32"  # float32 | bfloat16 (half the disk; read back as float32)
-  config.image_cache = ""  # images: a cache of this source at this size (experiments.cache_images)
+  config.image_cache = ""  # images: a cache of this source at this size (aligned-cache-images)
   config.decode_threads = 4  # host threads decoding the next batches
   config.batch_size = 128  # a multiple of the number of devices
   config.shard_size = 256

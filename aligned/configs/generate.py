@@ -1,6 +1,6 @@
 """Generate AligNet triplet files from an embedding store and a teacher transform.
 
-  python -m experiments.generate --config=configs/generate.py:VARIANT --config.store=S \\
+  aligned-generate --config=generate:VARIANT --config.store=S \\
     --config.teacher=T/transform.npz --workdir=W
 
 Writes W/{uncertainty_distillation,untransformed}/{train,val}_{sampling}.npz (release format),
@@ -13,8 +13,8 @@ import ml_collections
 
 def get_config(variant: str = "release") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.store = ""  # an embedding store (experiments.extract); ids = ImageNet file names
-  config.teacher = ""  # transform.npz of experiments.teacher (with its temperature)
+  config.store = ""  # an embedding store (aligned-extract); ids = ImageNet file names
+  config.teacher = ""  # transform.npz of aligned-teacher (with its temperature)
   config.similarity = "dot"  # the similarity the teacher was fitted with
   # the UnAligNet control's labels s(X) / T_u: calibrated (T_u = the base model's own temperature, from
   # the teacher) | entropy_matched (T_u matching the teacher labels' mean entropy) | raw (T_u = 1)

@@ -1,6 +1,6 @@
 """The main job: AligNet in miniature on real human data, end to end (offline, 2 CPU cores, minutes).
 
-  python -m experiments.demo --config=configs/demo.py --workdir=runs/demo     (what `make demo` runs)
+  aligned-demo --config=demo --workdir=runs/demo     (what `make demo` runs)
 
 A transfer test, like the paper's (teacher fit on THINGS, students trained on ImageNet, evaluated on
 THINGS): all-MiniLM-L6-v2 is the teacher's backbone (texts `template`, default "{word}:
@@ -16,7 +16,7 @@ report (with paired-bootstrap differences).
 Variants: text (default), word ({word} texts everywhere), definitions (students read definitions
 too: each step costs 3x), seeds (each student with seeds 0, 1, 2; the spread is reported), images.
 
-Variant `images` (`--config=configs/demo.py:images`): the same stages on a generated shapes dataset
+Variant `images` (`--config=demo:images`): the same stages on a generated shapes dataset
 (imagenet2012 format, read through tfds) with a tiny random-initialised ViT; "people" are triplets
 whose odd one out is of another class (colour x shape kind), and a Levels-format file built from the
 classes. Each student is read back from its checkpoint by extraction, evaluated on the held-out
@@ -29,13 +29,13 @@ Every stage's config is a sub-config: override anything, e.g. --config.student.s
 
 import ml_collections
 
-from configs import evaluate as evaluate_config
-from configs import extract as extract_config
-from configs import finetune as finetune_config
-from configs import generate as generate_config
-from configs import teacher as teacher_config
-from configs import transfer as transfer_config
-from configs.common import tiny_vit, wordnet_nouns
+from aligned.configs import evaluate as evaluate_config
+from aligned.configs import extract as extract_config
+from aligned.configs import finetune as finetune_config
+from aligned.configs import generate as generate_config
+from aligned.configs import teacher as teacher_config
+from aligned.configs import transfer as transfer_config
+from aligned.configs.common import tiny_vit, wordnet_nouns
 
 WORDNET_ITEMS = 5_000
 

@@ -1,12 +1,12 @@
 """Transfer of frozen embeddings: few-shot linear probes and distribution shift.
 
-Stores come from `experiments.extract` (one per dataset split); a store is named by its source
+Stores come from `aligned-extract` (one per dataset split); a store is named by its source
 (tfds "dataset/split") unless given as NAME=STORE. ImageNet with its shifted test sets:
-  python -m experiments.transfer --config=configs/transfer.py:imagenet \
+  aligned-transfer --config=transfer:imagenet \
     --config.stores="('runs/in_train/store','runs/in_val/store','runs/in_v2/store','runs/in_a/store')" \
     --workdir=runs/transfer_vit
 Any tfds classification dataset:
-  python -m experiments.transfer --config=configs/transfer.py \
+  aligned-transfer --config=transfer \
     --config.stores="('runs/c10_train/store','runs/c10_test/store')" \
     --config.fewshot="('cifar10/train->cifar10/test',)" --workdir=W
 Writes W/results.json: fewshot[DATASET][ridge|logistic][K] = {mean, std, seeds} and

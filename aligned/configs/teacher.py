@@ -1,6 +1,6 @@
 """Fit the human-aligned teacher transform on THINGS embeddings.
 
-  python -m experiments.teacher --config=configs/teacher.py --config.embeddings=E.npy --workdir=W
+  aligned-teacher --config=teacher --config.embeddings=E.npy --workdir=W
 
 E.npy: [1854, d] embeddings of the THINGS objects (sorted order, or --config.embeddings_order=raw).
 Default: uncertainty distillation (KL to soft choice distributions; W, b fit at T = 1, then T alone)
@@ -8,7 +8,7 @@ on the SPoSE stand-in (200 k uniform triplets labelled by the SPoSE 49-d choice 
 triplets), lambda chosen by 3-fold object-disjoint CV, evaluated on the 2,171 real human triplets.
 Writes W/transform.npz (gLocal keys + temperature), W/results.json, W/metrics.jsonl, W/plots/.
 
-Variants (`--config=configs/teacher.py:VARIANT`):
+Variants (`--config=teacher:VARIANT`):
   distill (default)  as above.
   hard               hard-label cross-entropy on one simulated response per triplet, T fixed at 1.
   smoke              tiny and fast (tests, CI): 20 k triplets, 2 lambdas, 2 folds, 60 steps.

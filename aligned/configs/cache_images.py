@@ -1,13 +1,13 @@
 """Cache images resized for the model (decode + cubic resize once; students then read bytes).
 
-  python -m experiments.cache_images --config=configs/cache_images.py --config.split=train --workdir=W
-  python -m experiments.cache_images --config=configs/cache_images.py:image_folder --config.root=IMAGES \\
+  aligned-cache-images --config=cache_images --config.split=train --workdir=W
+  aligned-cache-images --config=cache_images:image_folder --config.root=IMAGES \\
     --workdir=W
 
 Writes W/cache/ (metadata.json, array_record shards of uint8 [224, 224, 3] images, ids, per-shard
 sha256 records) and W/results.json. Rerunning the same command resumes a killed build (complete shards
 are skipped); other settings in the same W are refused. A student reads the cache with
---config.data.image_cache=W/cache (configs/finetune.py). Variants: imagenet (tfds imagenet2012, the
+--config.data.image_cache=W/cache (aligned/configs/finetune.py). Variants: imagenet (tfds imagenet2012, the
 default), image_folder (every image under root, sorted paths).
 """
 

@@ -1,6 +1,6 @@
 """Fine-tune a student on AligNet triplets.
 
-  python -m experiments.finetune --config=configs/finetune.py:VARIANT --workdir=W [--config.KEY=VALUE ...]
+  aligned-finetune --config=finetune:VARIANT --workdir=W [--config.KEY=VALUE ...]
 
 Variants:
   vit_b16, siglip_b16, dinov2_b14, clip_b16   the release's students: backbone from a local checkpoint
@@ -18,8 +18,8 @@ exits. Multi-process: --config.distributed.coordinator=HOST:PORT --config.distri
 
 import ml_collections
 
+from aligned.configs.common import tiny_vit, wordnet_nouns
 from aligned.data.cache import data_dir
-from configs.common import tiny_vit, wordnet_nouns
 
 RELEASE_STUDENTS = {  # variant: (backbone, normalization of the backbone's own preprocessing)
   "vit_b16": ("vit", "imagenet"),
@@ -51,7 +51,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.data.image_size = 224  # 0: the backbone's
   config.data.template = "{word}"  # texts of text sources: THINGS concepts (things_words) or wordnet_nouns
   config.data.wordnet = wordnet_nouns()  # wordnet_nouns: which nouns (as the store's extraction)
-  config.data.image_cache = ""  # tfds: a cache of the split at image_size (experiments.cache_images)
+  config.data.image_cache = ""  # tfds: a cache of the split at image_size (aligned-cache-images)
   config.data.workers = 16  # host threads decoding images (in each loader process with grain)
   config.data.prefetch = 2  # batches decoded ahead of the device
   config.data.loader = "threads"  # threads (one prefetch thread) | grain (worker processes)

@@ -1,0 +1,89 @@
+"""What every command does around its job: packaged configs by name, quiet logs, one-line errors with
+exit code 2, a summary line.
+
+`--config` takes a config file (`path/to/my_config.py[:VARIANT]`) or the name of a config shipped in
+`aligned.configs` (`extract`, `demo:images`, `finetune.py:smoke`; the checkout spelling
+`configs/NAME.py[:VARIANT]` still works). A name that is neither is refused with the list of names.
+"""
+
+import pathlib
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, logging
+
+from aligned import configs
+from aligned.errors import DataError, check_local_paths
+
+# Bad input and bad settings end the run with `error: ...` and exit code 2, never a traceback.
+USER_ERRORS = (DataError, FileNotFoundError, ValueError, FloatingPointError)
+
+CONFIG_DIR = pathlib.Path(configs.__file__).parent
+_NOT_CONFIGS = ("__init__", "common")
+
+
+def packaged_configs() -> list[str]:
+  """Names of the configs shipped with the package (`extract`, `finetune`, ...)."""
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in _NOT_CONFIGS)
+
+
+def config_file(name: str) -> str:
+  """The packaged config `name` as a file path (a command's default `--config`)."""
+  path = CONFIG_DIR / f"{name}.py"
+  if name in _NOT_CONFIGS or not path.is_file():
+    raise ValueError(f"no packaged config {name!r}; the packaged configs are {', '.join(packaged_configs())}")
+  return str(path)
+
+
+def resolve_config(value: str) -> str:
+  """`--config` value -> a config file path with its `:VARIANT` (an existing file is kept as given)."""
+  path, colon, variant = value.partition(":")
+  if pathlib.Path(path).expanduser().is_file():
+    return value
+  name = path.removesuffix(".py")
+  for prefix in ("aligned/configs/", "configs/"):
+    name = name.removeprefix(prefix)
+  try:
+    return config_file(name) + colon + variant
+  except ValueError:
+    raise ValueError(
+      f"--config={value}: {path} is not a file, nor a packaged config "
+      f"(one of {', '.join(packaged_configs())}, e.g. --config=extract:things_images)"
+    ) from None
+
+
+def resolve_config_argv(argv: Sequence[str]) -> list[str]:
+  """argv with every `--config=VALUE` / `--config VALUE` resolved (`--config.key=...` untouched)."""
+  out, i = list(argv), 1
+  while i < len(out):
+    if out[i].startswith("--config="):
+      out[i] = "--config=" + resolve_config(out[i].removeprefix("--config="))
+    elif out[i] == "--config" and i + 1 < len(out):
+      out[i + 1] = resolve_config(out[i + 1])
+      i += 1
+    i += 1
+  return out
+
+
+def start(main: Callable) -> None:
+  """Run `main` as a command (`python -m aligned.cli.X`, the `aligned-X` scripts, `experiments.X`)."""
+  try:
+    argv = resolve_config_argv(sys.argv)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  app.run(main, argv=argv)
+
+
+def run_job(job: Callable, summarize: Callable[[dict], str], config, workdir: str) -> dict:
+  logging.set_verbosity(logging.WARNING)  # keep the output readable (no backend-probing chatter)
+  try:
+    check_local_paths(config.to_dict() if hasattr(config, "to_dict") else config, workdir)
+    results = job(config, workdir)
+  except USER_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(summarize(results))
+  if (pathlib.Path(workdir) / "results.json").exists():
+    print(f"results: {workdir}/results.json")
+  return results
