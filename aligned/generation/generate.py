@@ -32,7 +32,7 @@ from aligned.data.class_labels import labels_from_ids
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.generation.kmeans import kmeans
-from aligned.generation.npz_stream import NpzStreamWriter
+from aligned.npz_stream import NpzStreamWriter
 from aligned.progress import Progress
 from aligned.sampling import count_distinct, parse_strategy, sample_triplets
 from aligned.transform import apply_affine, load_teacher
@@ -92,7 +92,7 @@ def _write_file(path, triplets, table, scale, similarity, ids, chunk) -> float:
       strict=True,
     ):
       indices, sims = odd_one_out.sort_odd_one_out_last(triplets[start : start + chunk], sims)
-      validate_alignet(ids[indices], sims, indices, path, n_images=len(ids))  # invariants, per chunk
+      validate_alignet(ids[indices], sims, indices, path, len(ids), row_offset=start)  # invariants, per chunk
       parts.append(indices)
       entropy[0] += mean_label_entropy(sims) * len(sims)
       yield sims.astype(np.float32)
