@@ -1,7 +1,9 @@
 """Files of the official AligNet release: read in their published layout, re-ordered to ours, imported.
 
 The release's README states its order as "s12 < s01 and s12 < s02"; this project (and the release's
-code) needs s01 to be the largest. A valid release row with s02 > s01 is re-ordered, not refused.
+code) needs s01 to be the largest. A valid release row with s02 > s01 is re-ordered, not refused; so is
+a row whose s12 ties for the smallest (one float equality must not stop a 10 M-row import), while a
+row whose s12 is strictly larger than s01 or s02 is refused.
 """
 
 import itertools
@@ -109,6 +111,58 @@ def test_a_release_file_is_reordered_to_our_convention(tmp_path):
   np.testing.assert_array_equal(got.similarities[needs], sims[needs][:, [1, 0, 2]].astype(np.float32))
 
 
+# Rows whose s12 ties for the smallest, at rows spread over several chunks of 4: (row, [s01, s02, s12]).
+_TIES = {
+  3: [0.5, 0.3, 0.3],  # s12 == s02 < s01: already our order, kept bit for bit
+  5: [0.3, 0.5, 0.3],  # s12 == s01 < s02: items 1 and 2 swapped -> [0.5, 0.3, 0.3]
+  8: [0.4, 0.4, 0.4],  # all equal: kept
+  14: [-0.25, 0.125, -0.25],  # s12 == s01 < s02, negative values
+  17: [0.1, 0.0, -0.0],  # s12 == s02 < s01 as signed zeros (equal as floats): kept, -0.0 included
+  19: [-0.0, 0.2, 0.0],  # s12 == s01 < s02 as signed zeros: swapped
+}
+_NOT_TIES = {11: [0.4, 0.4, 0.2]}  # a tie at the top, s12 strictly smallest: kept, not a tie row
+
+
+def _with_ties(n=24, seed=5, dtype=np.float64):
+  arrays = _good(n, seed)
+  sims = arrays["similarities"].copy()
+  for k, values in {**_TIES, **_NOT_TIES}.items():
+    sims[k] = values
+  return {**arrays, "similarities": sims.astype(dtype)}
+
+
+@pytest.mark.parametrize("sims_dtype", [np.float16, np.float32, np.float64])
+def test_rows_whose_s12_ties_for_the_smallest_are_accepted_and_end_in_our_order(tmp_path, sims_dtype):
+  arrays = _with_ties(dtype=sims_dtype)
+  items, sims = arrays["indices"], arrays["similarities"]
+  path = _write(tmp_path / "untransformed" / "val_random.npz", **arrays)
+  got, reordered = alignet_files.read_release(path, n_images=N_IMAGES, chunk_rows=4)
+
+  s01, s02, s12 = got.similarities.T
+  assert np.all(s01 >= s02) and np.all(s02 >= s12)  # ours
+  # Against the brute-force reference, in the file's precision (identity first, so kept rows are kept).
+  ref_items, ref_sims = _brute_force(items, sims)
+  np.testing.assert_array_equal(got.indices, ref_items)
+  np.testing.assert_array_equal(got.similarities, ref_sims.astype(np.float32))
+  np.testing.assert_array_equal(got.filenames, _names(got.indices))  # names moved with their items
+  np.testing.assert_array_equal(reordered, (ref_items != items).any(axis=1))
+  keep = ~reordered
+  assert got.similarities[keep].tobytes() == sims[keep].astype(np.float32).tobytes()  # bit for bit
+  # The tie rows one by one: which were kept, which had items 1 and 2 swapped.
+  swapped = [5, 14, 19]
+  assert set(np.flatnonzero(reordered)) & set(_TIES) == set(swapped)
+  for k in _TIES:
+    np.testing.assert_array_equal(got.indices[k], items[k][[0, 2, 1]] if k in swapped else items[k])
+  assert got.similarities[5].tolist() == np.array([0.5, 0.3, 0.3], sims_dtype).astype(np.float32).tolist()
+  assert np.signbit(got.similarities[17, 2]) and not np.signbit(got.similarities[17, 1])
+  assert got.similarities[19].tobytes() == np.array([0.2, -0.0, 0.0], sims_dtype).astype(np.float32).tobytes()
+  # And the chunked reader flags exactly the rows whose smallest similarity is tied in the file.
+  tied = np.concatenate([t for *_, t in alignet_files.release_chunks(path, N_IMAGES, False, chunk_rows=4)])
+  np.testing.assert_array_equal(tied, sims[:, 2] == np.minimum(sims[:, 0], sims[:, 1]))
+  if sims_dtype == np.float64:
+    assert sorted(np.flatnonzero(tied)) == sorted(_TIES)
+
+
 def test_which_swap_fixes_a_row():
   # Items a, b, c with s(a,b) = 0.4, s(a,c) = 0.7, s(b,c) = 0.1: valid as published (s12 smallest),
   # but the most similar pair is (a, c).
@@ -190,10 +244,13 @@ def _bad_files():
       r"'filenames' has dtype object.*pickle",
     ),
     "nan": (row(6, [0.5, np.nan, 0.1]), r"triplet 6 \(0-based\): non-finite similarities \[0.5, nan, 0.1\]"),
-    "tie": (row(9, [0.5, 0.3, 0.3]), r"triplet 9 \(0-based\).*\[0.5, 0.3, 0.3\]: s12 ties for the smallest"),
     "not_release_order": (
       row(4, [0.9, 0.1, 0.5]),  # valid in our order, not in the published one
       r"triplet 4 \(0-based\).*\[0.9, 0.1, 0.5\]: s12 is not the smallest.*read_alignet",
+    ),
+    "tied_but_not_smallest": (
+      row(9, [0.3, 0.5, 0.5]),  # s12 ties s02 but is strictly larger than s01
+      r"triplet 9 \(0-based\).*\[0.3, 0.5, 0.5\]: s12 is not the smallest",
     ),
     "shape": ({**good, "similarities": good["similarities"][:, :2]}, r"'similarities' has shape \(20, 2\)"),
     "rows": (
@@ -266,6 +323,7 @@ def test_import_release_writes_our_files_and_a_manifest(tmp_path):
     source, written = root / rel, out / rel
     expected, moved = alignet_files.read_release(source, n_images=N_IMAGES)
     assert record["rows"] == len(expected) and record["reordered"] == int(moved.sum()) > 0
+    assert record["rows_tied"] == 0  # random similarities: no ties
     assert record["source_sha256"] == sha256_of(source) and record["sha256"] == sha256_of(written)
     got = alignet_files.read_alignet(written, n_images=N_IMAGES)  # the strict reader accepts it
     np.testing.assert_array_equal(got.filenames, expected.filenames)
@@ -277,7 +335,8 @@ def test_import_release_writes_our_files_and_a_manifest(tmp_path):
     "indices": "int32",
   }
   assert results["rows"] == 130 and results["reordered"] == manifest["reordered"] == 65
-  assert "130 rows, 65 re-ordered" in alignet_files.format_import(results)
+  assert results["rows_tied"] == manifest["rows_tied"] == 0
+  assert "130 rows, 65 re-ordered, 0 with a tie" in alignet_files.format_import(results)
   # The student's reader takes the imported folder as it is.
   paths = [alignet_files.alignet_path(out, "uncertainty_distillation", "train", "cluster_border_500")]
   rows = TripletRows(paths, n_items=N_IMAGES)
@@ -291,12 +350,35 @@ def test_import_release_writes_our_files_and_a_manifest(tmp_path):
     alignet_files.import_release(_config(root, files=["representations/siglip.npz"]), tmp_path / "two")
 
 
+def test_tie_rows_are_imported_and_counted_in_the_manifest(tmp_path):
+  root, out = tmp_path / "release", tmp_path / "imported"
+  ties = _with_ties(dtype=np.float32)  # float32, as the release's files hold them
+  _write(root / "untransformed" / "val_random.npz", **ties)
+  _write(root / "untransformed" / "train_random.npz", **_good(40, seed=6))  # no ties
+  results = alignet_files.import_release(_config(root, chunk_rows=4), out)
+
+  manifest = json.loads((out / "manifest.json").read_text())
+  record = manifest["files"]["untransformed/val_random.npz"]
+  sims = ties["similarities"]
+  assert (sims[:, 2] == np.minimum(sims[:, 0], sims[:, 1])).sum() == len(_TIES)  # float32 made no others
+  assert record["rows_tied"] == len(_TIES) == 6
+  assert manifest["files"]["untransformed/train_random.npz"]["rows_tied"] == 0
+  assert results["rows_tied"] == manifest["rows_tied"] == 6
+  ref_items, _ = _brute_force(ties["indices"], sims)
+  moved = (ref_items != ties["indices"]).any(axis=1)
+  assert record["reordered"] == int(moved.sum())  # the swapped tie rows (5, 14, 19) among them
+  assert moved[[5, 14, 19]].all() and not moved[[3, 8, 11, 17]].any()
+  assert "6 with a tie for the smallest similarity" in alignet_files.format_import(results)
+  got = alignet_files.read_alignet(out / "untransformed" / "val_random.npz", n_images=N_IMAGES)
+  np.testing.assert_array_equal(got.indices, ref_items)
+
+
 def test_a_refused_file_leaves_nothing_behind(tmp_path):
   root, out = tmp_path / "release", tmp_path / "imported"
   good = _write(root / "untransformed" / "train_random.npz", **_good(40, seed=3))
   alignet_files.import_release(_config(root), out)
   assert (out / "manifest.json").exists() and (out / "untransformed" / "train_random.npz").exists()
-  bad = _bad_files()["tie"][0]
+  bad = _bad_files()["tied_but_not_smallest"][0]
   _write(root / "untransformed" / "val_random.npz", **bad)
   _write(good, **{**_good(40, seed=3), "indices": _good(40, seed=3)["indices"] + N_IMAGES})  # now refused
 
@@ -304,7 +386,7 @@ def test_a_refused_file_leaves_nothing_behind(tmp_path):
     alignet_files.import_release(_config(root), out)
   # No manifest, no output for the refused file (not even the earlier import's), no temporaries.
   assert sorted(p.name for p in out.rglob("*")) == ["untransformed"]
-  with pytest.raises(DataError, match=r"val_random.npz: triplet 9 \(0-based\).*ties"):
+  with pytest.raises(DataError, match=r"val_random.npz: triplet 9 \(0-based\).*s12 is not the smallest"):
     alignet_files.import_release(_config(root, files=["untransformed/val_random.npz"]), out)
   assert sorted(p.name for p in out.rglob("*")) == ["untransformed"]
 

@@ -11,20 +11,25 @@ that is what `read_alignet` enforces. The release README also says `s12 < s01` a
 two statements differ in general, and `write_alignet` satisfies both by sorting each row to
 `s01 >= s02 >= s12` (swapping items 0 and 1 keeps s01 and exchanges s02 and s12).
 
-Files of the official release. `read_release` reads a file on the README's statement alone (a row is
-valid when s12 is *strictly* the smallest: `s12 < s01 and s12 < s02`) and re-orders each row to ours
-with `sort_odd_one_out_last`: a row with `s01 >= s02` is kept as it is (bit for bit), a row with
+Files of the official release. `read_release` reads a file on the README's statement alone, with
+ties for the smallest accepted: a row is valid when s12 is the smallest, `s12 <= s01 and s12 <= s02`
+(the README says strictly; a tie is one float equality, which real float32 files can hold, and refusing
+it would stop the import of a whole 10 M-row file). Each row is re-ordered to ours with
+`sort_odd_one_out_last`: a row with `s01 >= s02` is kept as it is (bit for bit), a row with
 `s02 > s01` has items 1 and 2 swapped, which exchanges s01 and s02 and keeps s12 (swapping items 0
-and 1 would keep s01 and exchange s02 and s12, leaving s02 > s01 in place). Refused, as a DataError
-naming the file, the 0-based row and its values: a missing array, a shape other than [n, 3], an
-object array (it would need pickle), a non-string/float/integer dtype, a non-finite similarity, a row
-where s12 ties for the smallest (the published rule does not say which item is the odd one out) or
-is not the smallest (the file is not in the published order; a file in ours is read by
-`read_alignet`), a negative or (given the image count) too large index, an image repeated inside a
-triplet, file names that are not ASCII, a similarity beyond float32's range. Accepted dtypes: file
-names bytes or str, integer indices of any width, float16/32/64 similarities; the result is ours (str,
-int64, float32). The order is decided in the file's precision; rounding to float32 keeps
-s01 >= s02 >= s12, though it may turn s12 < s02 into a tie, which `read_alignet` accepts.
+and 1 would keep s01 and exchange s02 and s12, leaving s02 > s01 in place). So the tie rows end in
+our order too: `s12 == s02 < s01` is already ours and stays bit for bit, `s12 == s01 < s02` gets items
+1 and 2 swapped (to `[s02, s01, s12]`, s01 == s12), and a row of three equal values stays as it is.
+Tie rows (`s12 == min(s01, s02)`, in the file's precision) are counted: `rows_tied` in
+`import_release`'s manifest. Refused, as a DataError naming the file, the 0-based row and its values:
+a missing array, a shape other than [n, 3], an object array (it would need pickle), a
+non-string/float/integer dtype, a non-finite similarity, a row where s12 is strictly larger than s01
+or s02 (the file is not in the published order; a file in ours is read by `read_alignet`), a negative
+or (given the image count) too large index, an image repeated inside a triplet, file names that are
+not ASCII, a similarity beyond float32's range. Accepted dtypes: file names bytes or str, integer
+indices of any width, float16/32/64 similarities; the result is ours (str, int64, float32). The order
+is decided in the file's precision; rounding to float32 keeps s01 >= s02 >= s12, though it may turn
+s12 < s02 into a tie (not counted in `rows_tied`), which `read_alignet` accepts.
 `import_release` converts whole release folders (streamed, see there).
 """
 
@@ -214,8 +219,9 @@ def _release_layout(npz: NpzReader, path) -> tuple[int, int, list[str]]:
 
 def _release_rows(
   path, start: int, similarities: np.ndarray, indices: np.ndarray, filenames: np.ndarray | None, n_images
-) -> tuple[AligNetTriplets, np.ndarray]:
-  """Rows `start...` of a release file, validated and re-ordered to ours; and which rows moved."""
+) -> tuple[AligNetTriplets, np.ndarray, np.ndarray]:
+  """Rows `start...` of a release file, validated and re-ordered to ours; which rows moved; and which
+  rows' smallest similarity is tied (s12 == min(s01, s02), in the file's precision)."""
   stop = start + len(similarities)
 
   def refuse(mask: np.ndarray, problem) -> None:
@@ -234,25 +240,17 @@ def _release_rows(
     refuse(overflow, lambda r: f"similarities {similarities[r].tolist()} do not fit float32")
   s01, s02, s12 = similarities[:, 0], similarities[:, 1], similarities[:, 2]
   lowest = np.minimum(s01, s02)
-  tied = s12 == lowest
-  if tied.any():
-    refuse(
-      tied,
-      lambda r: (
-        f"similarities [s01, s02, s12] = {similarities[r].tolist()}: s12 ties for the smallest, so by "
-        "the release's rule (item 2 is the odd one out: s12 < s01 and s12 < s02) the odd one out is ambiguous"
-      ),
-    )
   above = s12 > lowest
   if above.any():
     refuse(
       above,
       lambda r: (
-        f"similarities [s01, s02, s12] = {similarities[r].tolist()}: s12 is not the smallest, against "
-        "the release's order (s12 < s01 and s12 < s02); a file in this project's order (s01 largest) is read "
-        "by read_alignet"
+        f"similarities [s01, s02, s12] = {similarities[r].tolist()}: s12 is not the smallest (it is "
+        "larger than s01 or s02), against the release's order (s12 < s01 and s12 < s02; ties are accepted); "
+        "a file in this project's order (s01 largest) is read by read_alignet"
       ),
     )
+  tied = s12 == lowest  # valid, re-ordered by the same sort below; counted apart
   # Indices as the file holds them (validate_alignet below checks again, on our order).
   limit = np.iinfo(np.int64).max if n_images is None else n_images - 1
   outside = ((indices < 0) | (indices > limit)).any(axis=1)
@@ -270,7 +268,8 @@ def _release_rows(
       ascii_ = np.array([all(name.isascii() for name in row) for row in filenames.tolist()])
       refuse(~ascii_, lambda r: f"file names {filenames[r].tolist()} are not ASCII")
 
-  perm = _sorting_permutation(similarities)  # identity where s01 >= s02; items 1 <-> 2 where s02 > s01
+  # Identity where s01 >= s02 (ties for the smallest included); items 1 <-> 2 where s02 > s01.
+  perm = _sorting_permutation(similarities)
   reordered = (perm != np.arange(3)).any(axis=1)
   if filenames is not None:
     filenames, _ = permute_triplets(filenames, similarities, perm)
@@ -278,14 +277,14 @@ def _release_rows(
   triplets = validate_alignet(
     filenames, similarities.astype(np.float32), indices.astype(np.int64), path, n_images, row_offset=start
   )
-  return triplets, reordered
+  return triplets, reordered, tied
 
 
 def release_chunks(
   path: str | os.PathLike, n_images: int | None = None, filenames: bool = True, chunk_rows: int = CHUNK_ROWS
-) -> Iterator[tuple[int, AligNetTriplets, np.ndarray]]:
-  """(first row, triplets in our order, which rows were re-ordered) per block of `chunk_rows` rows of a
-  release file: `read_release` in bounded memory."""
+) -> Iterator[tuple[int, AligNetTriplets, np.ndarray, np.ndarray]]:
+  """(first row, triplets in our order, which rows were re-ordered, which rows' smallest similarity is
+  tied) per block of `chunk_rows` rows of a release file: `read_release` in bounded memory."""
   with NpzReader(path) as npz:
     _release_layout(npz, path)
     columns = [npz.chunks("similarities", chunk_rows), npz.chunks("indices", chunk_rows)]
@@ -294,8 +293,8 @@ def release_chunks(
     start = 0
     for arrays in zip(*columns, strict=True):
       names = arrays[2] if filenames else None
-      triplets, reordered = _release_rows(path, start, arrays[0], arrays[1], names, n_images)
-      yield start, triplets, reordered
+      triplets, reordered, tied = _release_rows(path, start, arrays[0], arrays[1], names, n_images)
+      yield start, triplets, reordered, tied
       start += len(reordered)
 
 
@@ -306,9 +305,11 @@ def read_release(
 
   Returns (triplets, reordered): the triplets in this project's order and dtypes (what `read_alignet`
   returns for the converted file), and a [n] bool mask of the rows whose items were re-ordered
-  (`reordered.sum()` of them). The file is read chunk by chunk, but the result is whole: 10 M rows take
-  ~360 MB of indices and similarities and ~2.4 GB of 20-character names as str (`filenames=False`
-  skips them); `import_release` converts a file without holding it.
+  (`reordered.sum()` of them; the tie rows `s12 == s01 < s02` are among them, see the module
+  docstring; `release_chunks` also yields which rows are tie rows, `import_release` counts them). The
+  file is read chunk by chunk, but the result is whole: 10 M rows take ~360 MB of indices and
+  similarities and ~2.4 GB of 20-character names as str (`filenames=False` skips them);
+  `import_release` converts a file without holding it.
   """
   parts = list(release_chunks(path, n_images, filenames, chunk_rows))
   if not parts:
@@ -318,11 +319,11 @@ def read_release(
     names = empty.astype(f"<U{width}") if filenames else None
     return AligNetTriplets(names, empty.astype(np.float32), empty.astype(np.int64)), np.zeros(0, bool)
   triplets = AligNetTriplets(
-    np.concatenate([t.filenames for _, t, _ in parts]) if filenames else None,
-    np.concatenate([t.similarities for _, t, _ in parts]),
-    np.concatenate([t.indices for _, t, _ in parts]),
+    np.concatenate([t.filenames for _, t, _, _ in parts]) if filenames else None,
+    np.concatenate([t.similarities for _, t, _, _ in parts]),
+    np.concatenate([t.indices for _, t, _, _ in parts]),
   )
-  return triplets, np.concatenate([r for _, _, r in parts])
+  return triplets, np.concatenate([r for _, _, r, _ in parts])
 
 
 _RELEASE_NAME = re.compile(r"^(train|val)_([^/]+)\.npz$")
@@ -349,13 +350,17 @@ def import_release(config, workdir: str | os.PathLike) -> dict:
   skipped), `n_images` (indices must be below it; 0 = unchecked), `chunk_rows` (optional).
 
   Each file is validated and re-ordered as `read_release` does (the first bad row stops the import
-  with a DataError naming file, row and values) and streamed into a compressed `.npz` under a
-  temporary name, renamed when complete: memory stays at a few chunks whatever the file's size (the
-  release's train files hold 10 M rows; measured here: 2 M rows in 35 s and 0.4 GB peak, most of the
-  time in deflate). The source is read three times, once per output array.
+  with a DataError naming file, row and values; a row whose s12 ties for the smallest is valid and
+  re-ordered by the same sort, one whose s12 is strictly larger than s01 or s02 is refused) and
+  streamed into a compressed `.npz` under a temporary name, renamed when complete: memory stays at a
+  few chunks whatever the file's size (the release's train files hold 10 M rows; measured here: 2 M
+  rows in 35 s and 0.4 GB peak, most of the time in deflate). The source is read three times, once per
+  output array.
   `manifest.json` (written last; an earlier one is removed first, so it exists only after a complete
-  import) lists per file: rows, rows re-ordered, sha256 of source and output, source dtypes, arrays
-  ignored. Returns the totals.
+  import) lists per file: `rows`, `reordered` (rows whose items were re-ordered), `rows_tied` (rows
+  whose smallest similarity is tied in the source, s12 == min(s01, s02): accepted, and counted in
+  `reordered` too when s12 == s01 < s02 moved them), sha256 of source and output, source dtypes, arrays
+  ignored; and the totals of rows, reordered and rows_tied. Returns those totals (and the skipped files).
   """
   root, workdir = pathlib.Path(config.get("root") or ""), pathlib.Path(workdir)
   if not config.get("root") or not root.is_dir():
@@ -398,7 +403,8 @@ def import_release(config, workdir: str | os.PathLike) -> dict:
   for done, rel in enumerate(relpaths, start=1):
     (workdir / rel).unlink(missing_ok=True)  # an earlier import's output must not outlive a refusal
     files[str(rel)] = _import_file(root / rel, workdir / rel, n_images, chunk_rows)
-    progress.update(done, rows=files[str(rel)]["rows"], reordered=files[str(rel)]["reordered"])
+    record = files[str(rel)]
+    progress.update(done, rows=record["rows"], reordered=record["reordered"], rows_tied=record["rows_tied"])
   manifest = {
     "root": str(root),
     "n_images": n_images,
@@ -406,12 +412,13 @@ def import_release(config, workdir: str | os.PathLike) -> dict:
     "skipped": skipped,
     "rows": sum(f["rows"] for f in files.values()),
     "reordered": sum(f["reordered"] for f in files.values()),
+    "rows_tied": sum(f["rows_tied"] for f in files.values()),
   }
   write_json(manifest_path, manifest)
   return {
     "workdir": str(workdir),
     "manifest": str(manifest_path),
-    **{k: manifest[k] for k in ("rows", "reordered", "skipped")},
+    **{k: manifest[k] for k in ("rows", "reordered", "rows_tied", "skipped")},
     "files": len(files),
   }
 
@@ -420,12 +427,13 @@ def _import_file(source: pathlib.Path, out: pathlib.Path, n_images: int | None, 
   with NpzReader(source) as npz:
     n, width, ignored = _release_layout(npz, source)
     dtypes = {k: str(npz.dtype(k)) for k in KEYS}
-  reordered = [0]
+  counts = {"reordered": 0, "rows_tied": 0}
 
   def chunks(key: str):
-    for _, triplets, moved in release_chunks(source, n_images, key == "filenames", chunk_rows):
+    for _, triplets, moved, tied in release_chunks(source, n_images, key == "filenames", chunk_rows):
       if key == "similarities":
-        reordered[0] += int(moved.sum())
+        counts["reordered"] += int(moved.sum())
+        counts["rows_tied"] += int(tied.sum())
       yield getattr(triplets, key)
 
   with NpzStreamWriter(out, compress=True) as npz:
@@ -436,7 +444,8 @@ def _import_file(source: pathlib.Path, out: pathlib.Path, n_images: int | None, 
     )
   return {
     "rows": n,
-    "reordered": reordered[0],
+    "reordered": counts["reordered"],
+    "rows_tied": counts["rows_tied"],
     "source_sha256": sha256_of(source),
     "sha256": sha256_of(out),
     "source_dtypes": dtypes,
@@ -448,5 +457,6 @@ def format_import(results: dict) -> str:
   skipped = f"; {len(results['skipped'])} other .npz files skipped" if results["skipped"] else ""
   return (
     f"{results['files']} release files -> {results['workdir']}: {results['rows']} rows, "
-    f"{results['reordered']} re-ordered (manifest: {results['manifest']}){skipped}"
+    f"{results['reordered']} re-ordered, {results['rows_tied']} with a tie for the smallest similarity "
+    f"(manifest: {results['manifest']}){skipped}"
   )
