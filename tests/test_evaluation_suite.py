@@ -271,3 +271,129 @@ def test_transfer_workdirs_join_the_runs_they_belong_to(tmp_path):
   config.transfer = str(tmp_path / "transfer_a")
   with pytest.raises(ValueError, match="1 transfer workdirs for 2 runs"):
     gather(config)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots: backend-neutral (a notebook's inline backend survives the import), PNGs and Figures
+# ------------------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _cv_summary():
+  return [
+    {
+      "learning_rate": lr,
+      "lam": lam,
+      "val_loss": 1.0 - 0.1 * i,
+      "val_loss_sem": 0.02,
+      "val_accuracy": 0.4 + 0.1 * i,
+    }
+    for lr in (1e-3, 1e-2)
+    for i, lam in enumerate((0.0, 1e-2, 1.0))
+  ]
+
+
+def _assert_png(path: pathlib.Path) -> None:
+  data = path.read_bytes()
+  assert data[:8] == PNG_SIGNATURE and len(data) > 1000, path
+  assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # written atomically
+
+
+def _assert_notebook_shows_png(figure) -> None:
+  """What IPython sends a notebook for the figure (no inline backend activated): a PNG."""
+  try:
+    from IPython.core.formatters import DisplayFormatter
+  except ImportError:
+    data = {"image/png": figure._repr_png_()}
+  else:
+    data, _ = DisplayFormatter().format(figure)
+  assert data["image/png"][:8] == PNG_SIGNATURE
+
+
+def test_importing_the_plot_modules_keeps_the_notebook_backend(tmp_path):
+  # The backend a notebook has (Jupyter and Colab: matplotlib_inline's) when the user imports `aligned`.
+  try:
+    import matplotlib_inline  # noqa: F401
+
+    backend = "module://matplotlib_inline.backend_inline"
+  except ImportError:
+    backend = "svg"
+  script = f"""
+import sys
+import matplotlib
+from matplotlib.figure import Figure
+before = matplotlib.get_backend()
+assert before == {backend!r}, before
+import aligned.plots
+import aligned.report.plots
+assert matplotlib.get_backend() == before, ("import switched the backend", before, matplotlib.get_backend())
+figure = aligned.plots.plot_cv_curve({_cv_summary()!r}, {{"lam": 1e-2}}, {str(tmp_path / "cv.png")!r})
+assert isinstance(figure, Figure) and len(figure.axes) == 2, figure.axes
+assert figure._repr_png_()[:8] == {PNG_SIGNATURE!r}  # what a notebook shows for it, inline
+assert matplotlib.get_backend() == before, ("plotting switched the backend", matplotlib.get_backend())
+assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"
+print("ok", before)
+"""
+  env = dict(os.environ, MPLBACKEND=backend, JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+    [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.split() == ["ok", backend]
+  _assert_png(tmp_path / "cv.png")  # saved as PNG headless, under a backend that is not Agg
+
+
+def test_run_plots_write_pngs_and_return_figures(tmp_path):
+  from matplotlib.figure import Figure
+
+  from aligned import plots
+
+  figure = plots.plot_cv_curve(_cv_summary(), {"lam": 1.0}, tmp_path / "cv" / "cv_curve.png", title="t")
+  assert isinstance(figure, Figure) and len(figure.axes) == 2
+  _assert_png(tmp_path / "cv" / "cv_curve.png")
+  _assert_notebook_shows_png(figure)
+  records = [{"step": s, "loss": 1.0 / (s + 1), "accuracy": 0.5} for s in range(0, 30, 10)]
+  records += [{"step": s, "val/loss": 0.9, "val/accuracy": 0.5, "human/accuracy": 0.45} for s in (0, 20)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  figure = plots.plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "plots" / "training.png")
+  assert isinstance(figure, Figure) and len(figure.axes) == 2
+  assert [line.get_label() for line in figure.axes[1].lines] == ["train (batch)", "human", "val"]
+  _assert_png(tmp_path / "plots" / "training.png")
+
+
+def test_report_plots_write_pngs_and_return_figures(tmp_path):
+  from matplotlib.figure import Figure
+
+  from aligned.report import plots
+  from aligned.report.runs import Run
+
+  rng = np.random.default_rng(0)
+  n, k = 12, 40
+  points = rng.normal(size=(n, 4))
+  human = points @ points.T
+  categories = np.array(["animal"] * 5 + ["tool"] * 4 + ["other"] * 3)
+
+  def run(name):
+    arrays = {"rsm_human": human, "rsm_categories": categories, "rsm_model": human + rng.normal(size=(n, n))}
+    for prefix in ("things_", "levels_"):
+      arrays[f"{prefix}responses"] = rng.integers(1, 4, size=k)
+      arrays[f"{prefix}human_entropy"] = rng.uniform(0, np.log(3), size=k)
+      arrays[f"{prefix}model_entropy"] = rng.uniform(0, np.log(3), size=k)
+    results = {"rsa_spearman": 0.5, "uncertainty": {"entropy_spearman": 0.3}}
+    return Run(name, tmp_path / name, results, arrays)
+
+  runs = [run("a"), run("b")]
+  figures, missing = plots.make_figures(runs, tmp_path / "figures")
+  assert set(figures) == {"RSMs by category", "entropy scatter"}
+  assert set(missing) == {"Levels accuracy", "reliability diagrams"}
+  assert all(isinstance(figure, Figure) for figure in figures.values())
+  assert len(figures["RSMs by category"].axes) == 1 + 2 + 1  # human, two models, the colorbar
+  entropy = figures["entropy scatter"]  # 2 runs x (THINGS, Levels): a 2 x 3 grid, the last two cells off
+  assert len(entropy.axes) == 6 and [axis.axison for axis in entropy.axes] == [True] * 4 + [False] * 2
+  _assert_notebook_shows_png(entropy)
+  made, _ = plots.make_plots(runs, tmp_path / "plots")
+  assert made == {"RSMs by category": "rsm.png", "entropy scatter": "entropy.png"}
+  for file in made.values():
+    _assert_png(tmp_path / "plots" / file)
+    _assert_png(tmp_path / "figures" / file)

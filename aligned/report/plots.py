@@ -1,7 +1,15 @@
-"""The report's plots (matplotlib, Agg): RSMs by category, Levels accuracy, reliability, entropy scatter.
+"""The report's plots as matplotlib Figures: RSMs by category, Levels accuracy, reliability, entropy scatter.
 
-Each function takes `aligned.report.Run`s (their `results` and `arrays`) and writes one PNG
-atomically; `make_plots` draws every plot some run has data for and says why the others are missing.
+Each `plot_*` function takes `aligned.report.Run`s (their `results` and `arrays`), writes one PNG
+atomically and returns the Figure; `make_plots` draws every plot some run has data for and says why the
+others are missing (`make_figures`: the same, returning the Figures by name).
+
+Backend-neutral, like `aligned.plots`: figures are built with the object-oriented API
+(`matplotlib.figure.Figure`), never through pyplot, and nothing here calls `matplotlib.use`, so
+importing this module leaves a notebook's (inline) backend as it was; `Figure.savefig` writes the PNGs
+without pyplot or a display. The Figures are `aligned.plots.NotebookFigure`s: a notebook shows them
+inline (`display(figure)`, or a cell's last expression) with or without the inline backend active. No
+pyplot registry holds them, so nothing needs closing.
 """
 
 from __future__ import annotations
@@ -9,23 +17,21 @@ from __future__ import annotations
 import os
 import pathlib
 
-import matplotlib
 import numpy as np
 import scipy.cluster.hierarchy
 import scipy.spatial.distance
 import scipy.stats
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from aligned.artifacts import atomic_path  # noqa: E402
-from aligned.data.levels import LEVEL_NAMES, LEVELS  # noqa: E402
+from aligned.artifacts import atomic_path
+from aligned.data.levels import LEVEL_NAMES, LEVELS
+from aligned.plots import NotebookFigure
 
 
-def _save(figure, path: str | os.PathLike) -> None:
+def _save(figure: Figure, path: str | os.PathLike) -> Figure:
   with atomic_path(path) as tmp:
     figure.savefig(tmp, format="png", dpi=110)
-  plt.close(figure)
+  return figure
 
 
 def _rank_image(matrix: np.ndarray) -> np.ndarray:
@@ -52,8 +58,11 @@ def _category_order(human: np.ndarray, categories: np.ndarray) -> np.ndarray:
   return np.lexsort((position, rank))
 
 
-def plot_rsms(runs, path) -> None:
-  """Human RSM and each model's over the same objects, rows sorted by category, side by side."""
+def plot_rsms(runs, path) -> Figure:
+  """Human RSM and each model's over the same objects, rows sorted by category, side by side.
+
+  Returns the Figure: one axis per matrix (human first), then the shared colorbar's.
+  """
   first = next(run for run in runs if "rsm_human" in run.arrays)
   human = first.arrays["rsm_human"]
   categories = first.arrays.get("rsm_categories", np.full(len(human), "objects"))
@@ -64,9 +73,8 @@ def plot_rsms(runs, path) -> None:
     if "rsm_model" in run.arrays
   ]
   size = 3.6
-  figure, axes = plt.subplots(
-    1, len(panels), figsize=(size * len(panels) + 2.4, size + 0.8), squeeze=False, layout="constrained"
-  )
+  figure = NotebookFigure(figsize=(size * len(panels) + 2.4, size + 0.8), layout="constrained")
+  axes = figure.subplots(1, len(panels), squeeze=False)
   sorted_categories = categories[order]
   starts = np.flatnonzero(np.r_[True, sorted_categories[1:] != sorted_categories[:-1]])
   ends = np.r_[starts[1:], len(order)]
@@ -83,13 +91,17 @@ def plot_rsms(runs, path) -> None:
     axis.set_title(name if rho is None else f"{name}\nSpearman {rho:.3f}", fontsize=9)
   figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="similarity (percentile rank)")
   figure.suptitle(f"RSMs of {len(human)} THINGS objects, sorted by category (diagonal blank)")
-  _save(figure, path)
+  return _save(figure, path)
 
 
-def plot_levels_accuracy(runs, path) -> None:
-  """Grouped bars per abstraction level (95 % CI), the human noise ceiling and chance drawn."""
+def plot_levels_accuracy(runs, path) -> Figure:
+  """Grouped bars per abstraction level (95 % CI), the human noise ceiling and chance drawn.
+
+  Returns the Figure (one axis).
+  """
   with_levels = [run for run in runs if "levels" in run.results]
-  figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(LEVELS) * max(1, len(with_levels)) / 2, 4.2))
+  figure = NotebookFigure(figsize=(2.2 + 1.6 * len(LEVELS) * max(1, len(with_levels)) / 2, 4.2))
+  axis = figure.subplots()
   width = 0.8 / len(with_levels)
   x = np.arange(len(LEVELS))
   for i, run in enumerate(with_levels):
@@ -125,7 +137,7 @@ def plot_levels_accuracy(runs, path) -> None:
   axis.legend(fontsize=8, loc="upper right")
   axis.set_title("Levels: accuracy per abstraction level")
   figure.tight_layout()
-  _save(figure, path)
+  return _save(figure, path)
 
 
 def _uncertainty(run, prefix: str) -> dict | None:
@@ -147,13 +159,14 @@ def _reliability_panels(runs):
   return panels
 
 
-def plot_reliability(runs, path) -> None:
+def plot_reliability(runs, path) -> Figure:
   """Reliability diagrams: accuracy against confidence per bin, one line per run, a panel per data set.
 
-  Marker area grows with the bin's share of responses.
+  Marker area grows with the bin's share of responses. Returns the Figure (one axis per data set).
   """
   panels = _reliability_panels(runs)
-  figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.8), squeeze=False)
+  figure = NotebookFigure(figsize=(5.2 * len(panels), 4.8))
+  axes = figure.subplots(1, len(panels), squeeze=False)
   for axis, (data, prefix, lines) in zip(axes[0], panels, strict=True):
     axis.plot([1 / 3, 1], [1 / 3, 1], color="gray", ls="--", lw=1, label="calibrated")
     for i, run in enumerate(lines):
@@ -173,7 +186,7 @@ def plot_reliability(runs, path) -> None:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
   figure.tight_layout()
-  _save(figure, path)
+  return _save(figure, path)
 
 
 def _entropy_panels(runs):
@@ -188,12 +201,16 @@ def _entropy_panels(runs):
   return panels
 
 
-def plot_entropy_scatter(runs, path) -> None:
-  """Model entropy against human entropy per triplet (triplets with >= 2 responses), one panel per run."""
+def plot_entropy_scatter(runs, path) -> Figure:
+  """Model entropy against human entropy per triplet (triplets with >= 2 responses), one panel per run.
+
+  Returns the Figure: a grid of up to 3 columns, the unused cells' axes switched off.
+  """
   panels = _entropy_panels(runs)
   columns = min(len(panels), 3)
   rows = -(-len(panels) // columns)
-  figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 4.2 * rows), squeeze=False)
+  figure = NotebookFigure(figsize=(4.4 * columns, 4.2 * rows))
+  axes = figure.subplots(rows, columns, squeeze=False)
   rng = np.random.default_rng(0)
   for axis, (run, prefix, data, multi) in zip(axes.flat, panels, strict=False):
     human = run.arrays[f"{prefix}human_entropy"][multi]
@@ -212,11 +229,23 @@ def plot_entropy_scatter(runs, path) -> None:
   for axis in list(axes.flat)[len(panels) :]:
     axis.axis("off")
   figure.tight_layout()
-  _save(figure, path)
+  return _save(figure, path)
 
 
 def make_plots(runs, folder: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
   """Draws every plot some run has data for. Returns ({name: file}, {name: why it is missing})."""
+  drawn, missing = _draw_all(runs, folder)
+  return {name: file for name, (file, _) in drawn.items()}, missing
+
+
+def make_figures(runs, folder: str | os.PathLike) -> tuple[dict[str, Figure], dict[str, str]]:
+  """`make_plots` (the same files written) for a notebook: returns ({name: Figure}, {name: why it is
+  missing})."""
+  drawn, missing = _draw_all(runs, folder)
+  return {name: figure for name, (_, figure) in drawn.items()}, missing
+
+
+def _draw_all(runs, folder: str | os.PathLike) -> tuple[dict[str, tuple[str, Figure]], dict[str, str]]:
   folder = pathlib.Path(folder)
   made, missing = {}, {}
   plans = [
@@ -251,8 +280,7 @@ def make_plots(runs, folder: str | os.PathLike) -> tuple[dict[str, str], dict[st
   ]
   for name, file, draw, available, why in plans:
     if available:
-      draw(runs, folder / file)
-      made[name] = file
+      made[name] = (file, draw(runs, folder / file))
     else:
       missing[name] = why
   return made, missing
