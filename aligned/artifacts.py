@@ -13,12 +13,26 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+  mask = os.umask(0)  # the only portable way to read it: set and restore (once, at import)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-  """Yields a temporary path beside `path`; renames it to `path` if the block succeeds."""
+  """Yields a temporary path beside `path`; renames it to `path` if the block succeeds.
+
+  The file gets the mode a plain `open(path, "w")` would (0666 less the umask), not mkstemp's 0600, so
+  results stay readable by a team sharing a workdir.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  os.fchmod(fd, 0o666 & ~_UMASK)
   os.close(fd)
   try:
     yield pathlib.Path(tmp)

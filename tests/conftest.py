@@ -4,8 +4,11 @@ import os
 import pathlib
 
 import pytest
+import transformers
+from safetensors.numpy import save_file
 
 from aligned.configs.common import tiny_vit
+from aligned.export import torch_state_dict
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -29,15 +32,21 @@ TINY_VISION = tiny_vit(image_size=32, patch_size=8)
 
 
 def save_tiny_vit(folder: pathlib.Path, **overrides) -> pathlib.Path:
-  """A random-weight ViT in the transformers layout (config.json + model.safetensors), via PyTorch.
+  """A random-weight ViT in the transformers layout (config.json + model.safetensors, PyTorch names).
 
-  PyTorch is test-only and installed for Python 3.11 (requirements-dev.txt): without it the test skips.
+  Written by PyTorch where it is installed (test-only, Python 3.11: requirements-dev.txt); without it
+  (Python 3.12), from a Flax ViT through the export's Flax -> PyTorch renaming, whose round trip
+  through transformers tests/test_export.py checks. Either way a real-layout checkpoint, other weights.
   """
-  torch = pytest.importorskip("torch")
-  import transformers
-
+  config = transformers.ViTConfig(**{**TINY_VISION, **overrides})
+  try:
+    import torch
+  except ImportError:
+    folder.mkdir(parents=True, exist_ok=True)
+    model = transformers.FlaxViTModel(config, seed=0, add_pooling_layer=True)
+    save_file(torch_state_dict(model.params), folder / "model.safetensors", metadata={"format": "pt"})
+    config.save_pretrained(folder)
+    return folder
   torch.manual_seed(0)
-  transformers.ViTModel(transformers.ViTConfig(**{**TINY_VISION, **overrides})).eval().save_pretrained(
-    folder, safe_serialization=True
-  )
+  transformers.ViTModel(config).eval().save_pretrained(folder, safe_serialization=True)
   return folder

@@ -19,6 +19,18 @@ def test_write_json_is_atomic_and_refuses_nan(tmp_path):
   assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
 
 
+def test_atomic_files_get_the_mode_a_plain_open_would(tmp_path):
+  # mkstemp creates 0600 files; a shared workdir needs what `open(path, "w")` gives (0666 less the umask)
+  artifacts.write_json(tmp_path / "r.json", {"a": 1})
+  artifacts.save_npz(tmp_path / "a.npz", x=np.arange(3))
+  with open(tmp_path / "plain.txt", "w") as f:
+    f.write("x")
+  plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+  assert plain != 0o600  # the umask here lets group or others read, so the check below can fail
+  for name in ("r.json", "a.npz"):
+    assert (tmp_path / name).stat().st_mode & 0o777 == plain, name
+
+
 def test_save_npz_refuses_object_arrays(tmp_path):
   with pytest.raises(TypeError, match="pickle"):
     artifacts.save_npz(tmp_path / "x.npz", a=np.array([{"x": 1}], dtype=object))
