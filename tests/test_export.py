@@ -352,24 +352,15 @@ def test_clip_and_dinov2_exports_load_in_pytorch_and_compute_the_flax_models_out
 @pytest.mark.slow
 def test_the_command_exports_a_run_and_refuses_to_write_over_it(tmp_path, vit_run):
   command = [sys.executable, "-m", "experiments.export", "--config=export", f"--config.run={vit_run}"]
+  command.append(f"--workdir={tmp_path / 'out'}")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  done = subprocess.run(
-    [*command, f"--workdir={tmp_path / 'out'}"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-  )
+
+  def export():
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+  done = export()
   assert done.returncode == 0, done.stderr
   assert f"exported {vit_run} step 2 (vit" in done.stdout and "transformers.ViTModel" in done.stdout
   assert json.loads((tmp_path / "out" / "aligned_student.json").read_text())["source"]["step"] == 2
-  again = subprocess.run(
-    [*command, f"--workdir={tmp_path / 'out'}"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-  )
+  again = export()
   assert again.returncode == 2 and "exists and is not empty" in again.stderr
