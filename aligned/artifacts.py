@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import pathlib
-import tempfile
+import time
 from typing import Any
 
 import numpy as np
 
-
-def _umask() -> int:
-  mask = os.umask(0)  # the only portable way to read it: set and restore (once, at import)
-  os.umask(mask)
-  return mask
-
-
-_UMASK = _umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-  """Yields a temporary path beside `path`; renames it to `path` if the block succeeds.
-
-  The file gets the mode a plain `open(path, "w")` would (0666 less the umask), not mkstemp's 0600, so
-  results stay readable by a team sharing a workdir.
-  """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  os.fchmod(fd, 0o666 & ~_UMASK)
-  os.close(fd)
-  try:
-    yield pathlib.Path(tmp)
-    os.replace(tmp, path)
-  finally:
-    pathlib.Path(tmp).unlink(missing_ok=True)
+from aligned.paths import as_path, atomic_path, is_local
 
 
 def sha256_of(path: str | os.PathLike) -> str:
   """Hex sha256 of a file, read in 1 MiB blocks (manifests, stores and AligNet files record it)."""
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with as_path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -55,8 +28,8 @@ def _jsonable(value: Any) -> Any:
     return value.item()
   if isinstance(value, np.ndarray):
     return value.tolist()
-  if isinstance(value, pathlib.PurePath):
-    return str(value)
+  if isinstance(value, os.PathLike):
+    return os.fspath(value)
   raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
@@ -88,11 +61,12 @@ class MetricsLog:
 
   A new run truncates the file, so it never mixes the lines of two runs. A resumed run passes
   `keep_until_step`: lines with a `step` up to it are kept (the rest, written after the checkpoint
-  it resumes from, are dropped) and new lines are appended.
+  it resumes from, are dropped) and new lines are appended. In a bucket, where objects cannot be
+  appended to, the whole file is uploaded again at most every `upload_every_s` seconds and on close.
   """
 
-  def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None):
-    self.path = pathlib.Path(path)
+  def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None, upload_every_s: float = 30.0):
+    self.path = as_path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     kept = []
     if keep_until_step is not None and self.path.exists():
@@ -103,16 +77,31 @@ class MetricsLog:
           continue
         if record.get("step", 0) <= keep_until_step:
           kept.append(line + "\n")
+    self._local = is_local(self.path)
+    self._lines, self._upload_every_s, self._uploaded = kept, upload_every_s, time.monotonic()
+    self._upload()
+    self._file = open(self.path, "a") if self._local else None
+
+  def _upload(self) -> None:
     with atomic_path(self.path) as tmp:
-      pathlib.Path(tmp).write_text("".join(kept))
-    self._file = open(self.path, "a")
+      tmp.write_text("".join(self._lines))
+    self._uploaded = time.monotonic()
 
   def write(self, record: dict) -> None:
-    self._file.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")
-    self._file.flush()
+    line = json.dumps(record, default=_jsonable, allow_nan=False) + "\n"
+    if self._local:
+      self._file.write(line)
+      self._file.flush()
+    else:
+      self._lines.append(line)
+      if time.monotonic() - self._uploaded >= self._upload_every_s:
+        self._upload()
 
   def close(self) -> None:
-    self._file.close()
+    if self._local:
+      self._file.close()
+    else:
+      self._upload()
 
   def __enter__(self):
     return self
@@ -124,8 +113,11 @@ class MetricsLog:
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
   """Deletes the `.NAME.*.tmp` files that `atomic_path` leaves when a run is killed (kill -9).
 
-  Call it when a resumable job starts in its own folder; returns how many were removed.
+  Call it when a resumable job starts in its own folder; returns how many were removed. A bucket
+  never has them (uploads are whole or absent).
   """
+  if not is_local(folder) or not pathlib.Path(folder).is_dir():
+    return 0
   stale = [p for p in pathlib.Path(folder).rglob(".*.tmp") if p.is_file()]
   for path in stale:
     path.unlink(missing_ok=True)

@@ -1,10 +1,15 @@
-"""Shared test set-up: the human data folder and a small helper for DataError checks."""
+"""Shared test set-up: the human data folder, a tiny ViT on disk, and an in-memory `gs://` bucket."""
 
+import io
 import os
 import pathlib
 
+import fsspec
 import pytest
 import transformers
+from etils import epath
+from etils.epath import backend as epath_backend
+from fsspec.implementations.memory import MemoryFileSystem
 from safetensors.numpy import save_file
 
 from aligned.configs.common import tiny_vit
@@ -50,3 +55,47 @@ def save_tiny_vit(folder: pathlib.Path, **overrides) -> pathlib.Path:
   torch.manual_seed(0)
   transformers.ViTModel(config).eval().save_pretrained(folder, safe_serialization=True)
   return folder
+
+
+class MemoryBucket(MemoryFileSystem):
+  """`gs://` served from memory: fsspec's in-memory filesystem under the gs protocol.
+
+  Strict where a bucket is: no appending to an object; each reader has its own position. `open("gs://...")`, `pathlib` or `np.load` on a
+  bucket path would write a local folder `gs:` or fail, which the `bucket` fixture checks.
+  """
+
+  protocol = ("gs", "gcs")
+  root_marker = ""
+  store: dict = {}
+  pseudo_dirs: list = [""]
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    path = os.fspath(path)
+    for prefix in ("gs://", "gcs://"):
+      path = path.removeprefix(prefix)
+    return path.rstrip("/")
+
+  def _open(self, path, mode="rb", **kwargs):
+    if "a" in mode:
+      raise OSError(f"{path}: objects in a bucket cannot be appended to")
+    if mode == "rb" and self._strip_protocol(path) in self.store:  # each reader its own position
+      return io.BytesIO(self.store[self._strip_protocol(path)].getvalue())
+    return super()._open(path, mode=mode, **kwargs)
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch) -> epath.Path:
+  """An empty `gs://bucket` in memory; the test runs in an empty folder that must stay free of `gs:`."""
+  for protocol in MemoryBucket.protocol:
+    fsspec.register_implementation(protocol, MemoryBucket, clobber=True)
+  epath_backend.fsspec_backend._get_filesystem.cache_clear()
+  MemoryBucket.store.clear()
+  MemoryBucket.pseudo_dirs[:] = [""]
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)
+  yield epath.Path("gs://bucket")
+  stray = sorted(os.fspath(p.relative_to(cwd)) for p in cwd.rglob("*"))
+  MemoryBucket.store.clear()
+  assert not stray, f"bucket paths written to the local disk: {stray[:5]}"
