@@ -79,3 +79,69 @@ def test_the_layering_rule_is_checked_on_real_imports():
   assert _layer("aligned.generation.kmeans") == "generation" and _layer("aligned.sampling") == "core"
   assert _layer("aligned.demo.runner") == "top" and _layer("aligned.cli.extract") == "top"
   assert _layer("aligned.configs.demo") == "configs" and _layer("aligned.report.tables") == "report"
+
+
+# Calls that only work on a local disk: `open("gs://b/x")` writes a local folder `gs:`, `np.load` and
+# `os`/`shutil` take local names, `rglob` is a recursive glob a bucket cannot serve. Library code goes
+# through `aligned.paths` (epath) instead; a call that must stay local says why on its line (`# local: ...`).
+_LOCAL_ONLY = {
+  ("open",),
+  ("pathlib", "Path"),
+  ("np", "load"),
+  ("np", "save"),
+  ("np", "savez"),
+  ("np", "savez_compressed"),
+  ("np", "loadtxt"),
+  ("np", "genfromtxt"),
+  ("os", "replace"),
+  ("os", "rename"),
+  ("os", "remove"),
+  ("os", "makedirs"),
+  ("os", "listdir"),
+  ("os", "scandir"),
+  ("os", "walk"),
+  ("glob", "glob"),
+}
+_LOCAL_ONLY_PREFIXES = ("os.path", "shutil", "tempfile")
+
+
+def _dotted(node: ast.AST) -> tuple[str, ...]:
+  if isinstance(node, ast.Name):
+    return (node.id,)
+  if isinstance(node, ast.Attribute):
+    return (*_dotted(node.value), node.attr)
+  return ()
+
+
+def _local_only_calls(source: str) -> list[tuple[int, str]]:
+  """(line, call) of every local-only call in `source` whose line has no `# local:` reason."""
+  lines = source.splitlines()
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, ast.Call):
+      continue
+    name = _dotted(node.func)
+    dotted = ".".join(name)
+    rglob = isinstance(node.func, ast.Attribute) and node.func.attr == "rglob"
+    if (name in _LOCAL_ONLY or dotted.startswith(_LOCAL_ONLY_PREFIXES) or rglob) and "# local:" not in lines[
+      node.lineno - 1
+    ]:
+      found.append((node.lineno, f"{dotted or 'rglob'}(...)"))
+  return sorted(found)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if p.name != "paths.py"], ids=lambda p: str(p.relative_to(REPO)))
+def test_files_are_reached_through_epath_so_bucket_paths_work(path):
+  found = _local_only_calls(path.read_text())
+  where = path.relative_to(REPO)
+  assert not found, "local-only file calls (use aligned.paths, or say `# local: why`):\n" + "\n".join(
+    f"{where}:{line}: {call}" for line, call in found
+  )
+
+
+def test_the_local_only_checker_finds_real_calls():
+  source = (
+    "import numpy as np\nx = np.load(p)\nwith open(p) as f: pass\nfor q in root.rglob('*'): pass\n"
+    "y = np.load(p)  # local: a temporary file\nz = shutil.copyfile(a, b)\n"
+  )
+  assert _local_only_calls(source) == [(2, "np.load(...)"), (3, "open(...)"), (4, "root.rglob(...)"), (6, "shutil.copyfile(...)")]
