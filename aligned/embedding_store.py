@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 
 import ml_dtypes
 import numpy as np
+from etils import epath
 
 from aligned import artifacts
 from aligned.artifacts import sha256_of
 from aligned.errors import DataError
+from aligned.paths import as_path, load_npy
 
 
 class EmbeddingStore:
   def __init__(self, root: str | os.PathLike):
-    self.root = pathlib.Path(root)
+    self.root = as_path(root)
 
   # -- Writing ----------------------------------------------------------------------------------
 
@@ -48,7 +49,7 @@ class EmbeddingStore:
       return
     artifacts.write_json(path, metadata)
 
-  def _paths(self, shard: int) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+  def _paths(self, shard: int) -> tuple[epath.Path, epath.Path, epath.Path]:
     stem = self.root / f"shard_{shard:05d}"
     return stem.with_suffix(".npy"), stem.with_suffix(".ids.npy"), stem.with_suffix(".json")
 
@@ -97,10 +98,10 @@ class EmbeddingStore:
     for path in (data_path, ids_path):
       if sha256_of(path) != record["sha256"][path.name]:
         raise DataError(path, "sha256 differs from the shard record: the shard is corrupt")
-    embeddings = np.load(data_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    embeddings = load_npy(data_path, mmap=mmap)  # memory-mapped only on a local disk
     if self.metadata["dtype"] == "bfloat16":
       embeddings = embeddings.view(ml_dtypes.bfloat16)  # still memory-mapped when mmap=True
-    ids = np.load(ids_path, allow_pickle=False)
+    ids = load_npy(ids_path)
     if len(ids) != record["count"] or len(embeddings) != record["count"]:
       raise DataError(data_path, f"expected {record['count']} rows")
     return ids, embeddings

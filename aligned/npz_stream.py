@@ -22,8 +22,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from aligned.artifacts import atomic_path
 from aligned.errors import DataError
+from aligned.paths import as_path, atomic_path
 
 
 class NpzStreamWriter:
@@ -37,7 +37,7 @@ class NpzStreamWriter:
     self._compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
 
   def __enter__(self):
-    self._tmp = self._atomic.__enter__()
+    self._tmp = self._atomic.__enter__()  # a local temporary file; uploaded or renamed on success
     self._zip = zipfile.ZipFile(self._tmp, "w", compression=self._compression, allowZip64=True)
     return self
 
@@ -81,9 +81,13 @@ class NpzReader:
 
   def __init__(self, path: str | os.PathLike):
     self.path = path
+    self._file = None
     try:
-      self._zip = zipfile.ZipFile(path)
+      self._file = as_path(path).open("rb")  # a file object: zipfile reads it on a disk or in a bucket
+      self._zip = zipfile.ZipFile(self._file)
     except (zipfile.BadZipFile, OSError) as e:
+      if self._file is not None:
+        self._file.close()
       raise DataError(path, f"not an .npz (zip) file ({e})") from None
     self._members = {m.removesuffix(".npy"): m for m in self._zip.namelist()}
     self._headers = {}
@@ -96,6 +100,7 @@ class NpzReader:
 
   def close(self) -> None:
     self._zip.close()
+    self._file.close()
 
   @property
   def names(self) -> list[str]:

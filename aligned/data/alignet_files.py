@@ -42,11 +42,13 @@ import re
 from collections.abc import Iterator
 
 import numpy as np
+from etils import epath
 
 from aligned.artifacts import remove_stale_temporaries, save_npz, sha256_of, write_json
 from aligned.errors import DataError
 from aligned.npz_stream import NpzReader, NpzStreamWriter
 from aligned.odd_one_out import permute_triplets, sort_odd_one_out_last
+from aligned.paths import as_path, files_under, is_local
 from aligned.progress import Progress
 
 TRANSFORMS = ("uncertainty_distillation", "untransformed")
@@ -66,7 +68,7 @@ class AligNetTriplets:
     return len(self.indices)
 
 
-def alignet_path(root: str | os.PathLike, transform: str, split: str, sampling: str) -> pathlib.Path:
+def alignet_path(root: str | os.PathLike, transform: str, split: str, sampling: str) -> epath.Path:
   """`root/{transform}/{split}_{sampling}.npz`, with the names checked."""
   if transform not in TRANSFORMS:
     raise ValueError(f"transform {transform!r} is not one of {TRANSFORMS}")
@@ -74,7 +76,7 @@ def alignet_path(root: str | os.PathLike, transform: str, split: str, sampling: 
     raise ValueError(f"split {split!r} is not one of {SPLITS}")
   if not sampling or "/" in sampling:
     raise ValueError(f"bad sampling name {sampling!r}")
-  return pathlib.Path(root) / transform / f"{split}_{sampling}.npz"
+  return as_path(root) / transform / f"{split}_{sampling}.npz"
 
 
 def validate_alignet(
@@ -145,17 +147,22 @@ def read_alignet(
   `filenames=False` skips the file names (training needs only indices and similarities, and the
   names of 10 M triplets take gigabytes); the result's `filenames` is then None.
   """
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      missing = [k for k in KEYS if k not in data.files]
-      if missing:
-        raise DataError(path, f"missing arrays {missing}; found {data.files}")
-      arrays = {k: data[k] if (filenames or k != "filenames") else None for k in KEYS}
-  except ValueError as e:
-    if isinstance(e, DataError):
-      raise
-    raise DataError(path, f"not a plain-array .npz ({e})") from None
+  with NpzReader(path) as npz:  # array by array: the names are never read when not asked for
+    missing = [k for k in KEYS if k not in npz.names]
+    if missing:
+      raise DataError(path, f"missing arrays {missing}; found {npz.names}")
+    try:
+      arrays = {k: _whole_array(npz, k) if (filenames or k != "filenames") else None for k in KEYS}
+    except DataError as e:  # an object array (it would need pickle), a truncated member
+      raise DataError(path, f"not a plain-array .npz: {e.problem}") from None
   return validate_alignet(**arrays, path=path, n_images=n_images)
+
+
+def _whole_array(npz: NpzReader, name: str) -> np.ndarray:
+  """Array `name` of an open `.npz`, read whole (one chunk of all its rows)."""
+  shape, dtype = npz.shape(name), npz.dtype(name)
+  parts = list(npz.chunks(name, rows=max(1, shape[0] if shape else 1)))
+  return parts[0] if parts else np.zeros(shape, dtype)
 
 
 def write_alignet(
@@ -329,9 +336,9 @@ def read_release(
 _RELEASE_NAME = re.compile(r"^(train|val)_([^/]+)\.npz$")
 
 
-def _release_relpath(root: pathlib.Path, file: str | os.PathLike) -> pathlib.PurePosixPath | None:
+def _release_relpath(root: epath.Path, file: str | os.PathLike) -> pathlib.PurePosixPath | None:
   """`{transform}/{split}_{sampling}.npz` relative to root, or None for a file of another layout."""
-  path = pathlib.Path(file)
+  path = as_path(file)
   try:
     rel = path.relative_to(root) if path.is_absolute() else path
   except ValueError:
@@ -362,10 +369,10 @@ def import_release(config, workdir: str | os.PathLike) -> dict:
   `reordered` too when s12 == s01 < s02 moved them), sha256 of source and output, source dtypes, arrays
   ignored; and the totals of rows, reordered and rows_tied. Returns those totals (and the skipped files).
   """
-  root, workdir = pathlib.Path(config.get("root") or ""), pathlib.Path(workdir)
+  root, workdir = as_path(config.get("root") or ""), as_path(workdir)
   if not config.get("root") or not root.is_dir():
     raise DataError(root, "the release folder (config root) is not a directory")
-  if workdir.resolve() == root.resolve():
+  if _same_folder(workdir, root):
     raise ValueError(f"workdir {workdir} is the release folder itself; give another folder")
   n_images = config.get("n_images", RELEASE_N_IMAGES) or None
   chunk_rows = config.get("chunk_rows", CHUNK_ROWS)
@@ -384,7 +391,7 @@ def import_release(config, workdir: str | os.PathLike) -> dict:
       relpaths.append(rel)
   else:
     relpaths = []
-    for path in sorted(root.rglob("*.npz")):
+    for path in files_under(root, "*.npz"):
       rel = _release_relpath(root, path)
       if rel is None:
         skipped.append(str(path.relative_to(root)))
@@ -423,7 +430,14 @@ def import_release(config, workdir: str | os.PathLike) -> dict:
   }
 
 
-def _import_file(source: pathlib.Path, out: pathlib.Path, n_images: int | None, chunk_rows: int) -> dict:
+def _same_folder(a: epath.Path, b: epath.Path) -> bool:
+  """Whether two folders are one (symbolic links resolved on a disk; a URL is compared as written)."""
+  if is_local(a) and is_local(b):
+    return a.resolve() == b.resolve()
+  return os.fspath(a).rstrip("/") == os.fspath(b).rstrip("/")
+
+
+def _import_file(source: epath.Path, out: epath.Path, n_images: int | None, chunk_rows: int) -> dict:
   with NpzReader(source) as npz:
     n, width, ignored = _release_layout(npz, source)
     dtypes = {k: str(npz.dtype(k)) for k in KEYS}

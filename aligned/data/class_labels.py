@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import re
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ import numpy as np
 from aligned.data import wordnet
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
+from aligned.paths import as_path, require_local
 from aligned.progress import Progress
 
 _SYNSET = re.compile(r"^(n\d{8})_")  # ImageNet-train file names: n01440764_10026.JPEG
@@ -65,6 +65,10 @@ def _tfds_labels(
 
   name, _, split = store.metadata["root"].rpartition("/")  # extraction writes "dataset/split"
   where = _tfds_data_dir(store, data_dir)
+  if where:
+    require_local(
+      where, "tfds data_source reads array_record files through C++, which opens local files only"
+    )
   try:
     builder = tfds.builder(name, data_dir=where)
     features = builder.info.features
@@ -121,13 +125,13 @@ def item_class(item: str) -> str | None:
   >>> item_class("n01440764_10026.JPEG"), item_class("train/aardvark/aardvark_01b.jpg")
   ('n01440764', 'train/aardvark')
   """
-  match = _SYNSET.match(os.path.basename(item))
+  match = _SYNSET.match(os.path.basename(item))  # local: an item id, not a file
   if match:
     return match.group(1)
   if _NOUN.match(item):
     noun = wordnet.load_nouns().get(item)
     return noun.lexname if noun else None
-  return os.path.dirname(item) or None
+  return os.path.dirname(item) or None  # local: an item id, not a file
 
 
 def labels_from_ids(ids: np.ndarray, where: str | os.PathLike | None = None) -> StoreLabels:
@@ -187,7 +191,7 @@ def read_superclasses(path: str | os.PathLike) -> dict[str, str]:
 
   Example lines: `n02085620 dog`, `n02123045 cat`. A class listed twice is an error.
   """
-  path = pathlib.Path(path)
+  path = as_path(path)
   if not path.exists():
     raise DataError(path, "superclass mapping not found")
   mapping: dict[str, str] = {}

@@ -7,29 +7,31 @@ A file does not say which object order its rows follow; the caller does (`order=
 
 from __future__ import annotations
 
+import io
 import os
-import pathlib
 from typing import Literal
 
 import numpy as np
+from etils import epath
 
 from aligned.artifacts import save_npy
 from aligned.data import things
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
+from aligned.paths import as_path, load_npy
 
 Order = Literal["sorted", "raw"]
 
 
-def _read_array(path: pathlib.Path) -> np.ndarray:
+def _read_array(path: epath.Path) -> np.ndarray:
   if path.suffix == ".npy":
     try:
-      return np.load(path, allow_pickle=False)
+      return load_npy(path)
     except ValueError as e:  # object arrays need pickle: refuse them
       raise DataError(path, f"cannot read as a plain numeric .npy ({e})") from None
   if path.suffix in (".txt", ".tsv", ".csv"):
     rows = []
-    with open(path) as f:
+    with io.TextIOWrapper(path.open("rb"), encoding="utf-8") as f:
       for row, line in enumerate(f, start=1):
         fields = line.replace(",", " ").split()
         if not fields:
@@ -70,7 +72,7 @@ def load_embeddings(
       data-collection order; requires exactly 1,854 rows).
     sortindex: the raw -> sorted permutation; read from the data folder when None.
   """
-  path = pathlib.Path(path)
+  path = as_path(path)
   if path.is_dir():
     if not (path / "metadata.json").exists():
       raise DataError(path, "a folder, but not an embedding store (no metadata.json)")
@@ -97,12 +99,12 @@ def read_thingsvision(
 ) -> tuple[list[str], np.ndarray]:
   """(image paths, [n, d] float32) of a thingsvision extraction: `features.npy` (row i is the image
   on line i of `file_names.txt`; a `.txt` features file is read as text)."""
-  features, file_names = pathlib.Path(features), pathlib.Path(file_names)
+  features, file_names = as_path(features), as_path(file_names)
   for path in (features, file_names):
     if not path.is_file():
       raise DataError(path, "not found" if not path.exists() else "not a file")
   array = validate_embeddings(_read_array(features), features)
-  with open(file_names, encoding="utf-8") as f:
+  with io.TextIOWrapper(file_names.open("rb"), encoding="utf-8") as f:
     names = [line.strip() for line in f]
   while names and not names[-1]:
     names.pop()

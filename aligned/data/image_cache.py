@@ -38,11 +38,15 @@ from aligned.artifacts import sha256_of
 from aligned.backbones.preprocessing import resize_for_model
 from aligned.data.items import ImageFolderSource, TfdsSource
 from aligned.errors import DataError
+from aligned.paths import load_npy, require_local
 from aligned.progress import Progress
 
 FORMAT = 1  # bump when the layout or the resize changes, so an old cache is not taken for a new one
 PIXELS = "uint8 [image_size, image_size, 3] RGB, row-major, one record per image"
 WRITER_OPTIONS = "group_size:1,uncompressed"  # random access: each image is one read, nothing to inflate
+_LOCAL_ONLY = (
+  "an image cache's array_record shards are read by C++ (ArrayRecordDataSource), which opens local files only"
+)
 
 
 def describe_source(source) -> dict:
@@ -80,7 +84,7 @@ class ImageCache:
   pickled cache (e.g. sent to loader worker processes) remembers which shards were checked."""
 
   def __init__(self, root: str | os.PathLike):
-    self.root = pathlib.Path(root)
+    self.root = require_local(root, _LOCAL_ONLY)
     path = self.root / "metadata.json"
     if not path.exists():
       raise DataError(self.root, "not an image cache (no metadata.json); build it with aligned-cache-images")
@@ -137,7 +141,7 @@ class ImageCache:
             f"{record_path.name} and rerun the build to rewrite it)",
           )
       self._verified.add(k)
-    data, ids = ArrayRecordDataSource([str(data_path)]), np.load(ids_path, allow_pickle=False)
+    data, ids = ArrayRecordDataSource([str(data_path)]), load_npy(ids_path)
     expected = min(self.shard_size, self.n - k * self.shard_size)
     if not len(data) == len(ids) == record["count"] == expected:
       raise DataError(data_path, f"{len(data)} images and {len(ids)} ids; expected {expected}")
@@ -259,7 +263,7 @@ def build_image_cache(
   """
   if image_size < 1 or shard_size < 1:
     raise ValueError(f"image_size and shard_size must be >= 1, got {image_size} and {shard_size}")
-  root, n = pathlib.Path(root), len(source)
+  root, n = require_local(root, _LOCAL_ONLY), len(source)
   if n == 0:
     raise DataError(root, "the source has no records")
   metadata = {
@@ -328,7 +332,7 @@ def open_source(config) -> TfdsSource | ImageFolderSource:
 
 def cache_images(config, workdir: str | os.PathLike) -> dict:
   """Builds (or completes) `workdir/cache` from the configured source; writes `workdir/results.json`."""
-  workdir = pathlib.Path(workdir)
+  workdir = require_local(workdir, _LOCAL_ONLY)  # before any image is decoded
   source = open_source(config)
   workers = os.cpu_count() if config.workers < 0 else config.workers
   done = build_image_cache(source, workdir / "cache", config.image_size, config.shard_size, workers)

@@ -13,36 +13,35 @@ from __future__ import annotations
 
 import io
 import os
-import pathlib
 import tarfile
 
 import tensorflow_datasets as tfds
+from etils import epath
 from tensorflow_datasets.datasets.imagenet2012 import imagenet2012_dataset_builder as official
 
 from aligned.errors import DataError
+from aligned.paths import as_path, require_local
 
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
 
 
-def _iter_tar(path: pathlib.Path):
+def _iter_tar(path: epath.Path):
   """(normalised member path, file object) of each file of a tar, streamed (no random access)."""
   try:
-    with tarfile.open(path, mode="r|*") as archive:
+    with as_path(path).open("rb") as f, tarfile.open(fileobj=f, mode="r|*") as archive:
       for member in archive:
         if member.isfile():
           handle = archive.extractfile(member)
           if handle is not None:
-            yield os.path.normpath(member.path).lstrip("./"), handle
+            yield os.path.normpath(member.path).lstrip("./"), handle  # local: a tar member's name, not a file
   except tarfile.TarError as e:
     raise DataError(path, f"not a readable tar archive ({e})") from None
 
 
-def _validation_labels(val_tar: pathlib.Path) -> dict[str, str]:
+def _validation_labels(val_tar: epath.Path) -> dict[str, str]:
   """File name -> synset, as the official builder: the packaged labels in sorted file-name order."""
-  labels = (
-    (pathlib.Path(tfds.__file__).parent / "datasets/imagenet2012/validation_labels.txt").read_text().split()
-  )
-  with tarfile.open(val_tar, mode="r:") as archive:
+  labels = (as_path(tfds.__file__).parent / "datasets/imagenet2012/validation_labels.txt").read_text().split()
+  with as_path(val_tar).open("rb") as f, tarfile.open(fileobj=f, mode="r:") as archive:
     names = sorted(archive.getnames())
   if len(names) > len(labels):
     raise DataError(val_tar, f"{len(names)} images but only {len(labels)} validation labels")
@@ -64,7 +63,7 @@ class Builder(official.Builder, skip_registration=True):
   name = "imagenet2012"
 
   def _split_generators(self, dl_manager):
-    manual = pathlib.Path(dl_manager.manual_dir)
+    manual = as_path(dl_manager.manual_dir)
     splits = []
     if (manual / TRAIN_TAR).exists():
       splits.append(
@@ -90,8 +89,14 @@ class Builder(official.Builder, skip_registration=True):
     return image
 
 
-def prepare_imagenet2012(manual_dir: str | os.PathLike, data_dir: str | os.PathLike) -> pathlib.Path:
-  """Builds the array_record dataset under `data_dir`; returns the dataset folder."""
+def prepare_imagenet2012(manual_dir: str | os.PathLike, data_dir: str | os.PathLike) -> epath.Path:
+  """Builds the array_record dataset under `data_dir` (a local folder); returns the dataset folder.
+
+  The tars in `manual_dir` are read through `etils.epath` (a bucket works); `data_dir` must be local:
+  tfds writes the array_record shards, and `tfds.data_source` reads them, through C++."""
+  data_dir = require_local(
+    data_dir, "tfds writes and reads array_record shards through C++, which opens local files only"
+  )
   builder = Builder(data_dir=os.fspath(data_dir), file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  return pathlib.Path(builder.data_dir)
+  return as_path(builder.data_dir)

@@ -16,14 +16,15 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
-import pathlib
 
 import numpy as np
+from etils import epath
 
 from aligned.backbones.preprocessing import preprocess, scale_and_normalize
 from aligned.data import things, wordnet
 from aligned.data.alignet_files import alignet_path, write_alignet
 from aligned.errors import DataError
+from aligned.paths import as_path, files_under, require_local
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -77,23 +78,23 @@ def text_source(source: str, template: str, wordnet_config=None) -> tuple[np.nda
 
 def image_folder_items(root: str | os.PathLike) -> np.ndarray:
   """Relative paths of all images under `root`, sorted (the store's item order)."""
-  root = pathlib.Path(root)
+  root = as_path(root)
   if not root.is_dir():
     raise DataError(root, "image folder not found")
   paths = sorted(
-    p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+    p.relative_to(root).as_posix() for p in files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES
   )
   if not paths:
     raise DataError(root, f"no images ({', '.join(IMAGE_SUFFIXES)}) under this folder")
   return np.asarray(paths)
 
 
-def load_image(path: pathlib.Path) -> np.ndarray:
+def load_image(path: str | os.PathLike) -> np.ndarray:
   """Decodes one image to uint8 RGB; a DataError naming the file if it cannot be read."""
   from PIL import Image, UnidentifiedImageError
 
   try:
-    with Image.open(path) as image:
+    with as_path(path).open("rb") as f, Image.open(f) as image:
       return np.asarray(image.convert("RGB"))
   except (OSError, UnidentifiedImageError) as e:
     raise DataError(path, f"cannot decode image ({e})") from None
@@ -103,7 +104,7 @@ class ImageFolderSource:
   """Images under a folder; item i is the i-th relative path in sorted order (its id)."""
 
   def __init__(self, root: str | os.PathLike):
-    self.root, self.ids = pathlib.Path(root), image_folder_items(root)
+    self.root, self.ids = as_path(root), image_folder_items(root)
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -126,6 +127,10 @@ class TfdsSource:
   def __init__(self, name: str, split: str, data_dir: str = ""):
     import tensorflow_datasets as tfds
 
+    if data_dir:
+      require_local(
+        data_dir, "tfds.data_source reads array_record files through C++, which opens local files only"
+      )
     try:
       self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
     except Exception as e:  # tfds raises many types for a missing or unprepared dataset
@@ -242,7 +247,7 @@ class SyntheticImages:
 
   def write_alignet(
     self, root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0
-  ) -> dict[str, pathlib.Path]:
+  ) -> dict[str, epath.Path]:
     """Writes `root/uncertainty_distillation/{train,val}_synthetic.npz` (release format)."""
     rng = np.random.default_rng([seed, 1])
     n = len(self)

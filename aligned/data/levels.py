@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
-import pathlib
 from collections import Counter
 
 import numpy as np
@@ -36,6 +36,7 @@ from aligned.data import embeddings as embeddings_io
 from aligned.data.triplets import HumanTriplets, aggregate_responses
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
+from aligned.paths import as_path
 
 LEVELS = ("between_class", "within_class", "class_boundary")
 LEVEL_NAMES = {"between_class": "global", "within_class": "local", "class_boundary": "class boundary"}
@@ -52,7 +53,7 @@ def file_name(path: str) -> str:
 
 
 def _read_csv(path: str | os.PathLike, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
-  with open(path, newline="", encoding="utf-8-sig") as f:
+  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8-sig", newline="") as f:
     rows = list(csv.reader(f))
   if not rows:
     raise DataError(path, "empty file")
@@ -321,14 +322,14 @@ def load_image_embeddings(
 
   The id list is a text file with one image file name (or path) per line, line i naming row i.
   """
-  path = pathlib.Path(path)
+  path = as_path(path)
   if path.is_dir():
     ids, values = EmbeddingStore(path).read()
     return np.asarray(ids).astype(str), embeddings_io.validate_embeddings(values, path)
   if not ids_path:
     raise ValueError(f"{path} is not an embedding store: give its id list (one image file name per line)")
   values = embeddings_io.load_embeddings(path)
-  ids = [line.strip() for line in pathlib.Path(ids_path).read_text().splitlines() if line.strip()]
+  ids = [line.strip() for line in as_path(ids_path).read_text().splitlines() if line.strip()]
   if len(ids) != len(values):
     raise DataError(ids_path, f"{len(ids)} ids for the {len(values)} rows of {path}")
   return np.asarray(ids), values

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
-import pathlib
 import re
 from typing import Literal
 
 import numpy as np
 import scipy.io
+from etils import epath
 
 from aligned.data import things
 from aligned.errors import DataError
+from aligned.paths import as_path, load_npy
 
 Kind = Literal["auto", "similarity", "dissimilarity"]
 _IMAGE_SUFFIX = re.compile(r"_\d+[a-z]?\.(jpe?g|png)$", re.IGNORECASE)
@@ -34,16 +36,17 @@ class HumanSimilarityMatrix:
   source: str
 
 
-def _read_matrix(path: pathlib.Path, kind: Kind) -> tuple[np.ndarray, str]:
+def _read_matrix(path: epath.Path, kind: Kind) -> tuple[np.ndarray, str]:
   if path.suffix == ".mat":
-    contents = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+    with path.open("rb") as f:  # loadmat reads a file object: on a disk or in a bucket
+      contents = {k: v for k, v in scipy.io.loadmat(f).items() if not k.startswith("__")}
     if len(contents) != 1:
       raise DataError(path, f"expected one matrix variable, found {sorted(contents)}")
     ((name, matrix),) = contents.items()
     if kind == "auto":
       kind = "dissimilarity" if "rdm" in name.lower() else "similarity"
   elif path.suffix == ".npy":
-    matrix = np.load(path, allow_pickle=False)
+    matrix = load_npy(path)
     if kind == "auto":
       kind = "dissimilarity" if "rdm" in path.name.lower() else "similarity"
   else:
@@ -53,9 +56,9 @@ def _read_matrix(path: pathlib.Path, kind: Kind) -> tuple[np.ndarray, str]:
 
 def read_object_ids(path: str | os.PathLike) -> tuple[str, ...]:
   """THINGS concept ids in file order, from an `image_name` CSV column or one id per line."""
-  path = pathlib.Path(path)
+  path = as_path(path)
   if path.suffix == ".csv":
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="") as f:
       rows = list(csv.DictReader(f))
     if not rows or "image_name" not in rows[0]:
       raise DataError(path, "expected an 'image_name' column", row=1)
@@ -77,7 +80,7 @@ def load_human_rsm(
     kind: "similarity", "dissimilarity" or "auto" (from the variable or file name).
     concept_ids: the THINGS ids in sorted order; read from the data folder when None.
   """
-  path = pathlib.Path(path)
+  path = as_path(path)
   matrix, kind = _read_matrix(path, kind)
   if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
     raise DataError(path, f"expected a square matrix, got shape {matrix.shape}")

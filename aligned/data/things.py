@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import io
 import os
 import pathlib
 import re
@@ -20,6 +21,7 @@ import numpy as np
 
 from aligned.data.cache import data_path
 from aligned.errors import DataError
+from aligned.paths import as_path
 
 N_OBJECTS = 1854
 
@@ -57,7 +59,7 @@ class ThingsConcepts:
 
 
 def _read_lines(path: os.PathLike) -> list[str]:
-  with open(path, encoding="utf-8") as f:
+  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8") as f:
     return [line.rstrip("\r\n") for line in f]
 
 
@@ -107,11 +109,11 @@ def moved_objects(sortindex: np.ndarray | None = None) -> np.ndarray:
 
 def load_concepts(root: str | os.PathLike | None = None) -> ThingsConcepts:
   """Reads ids, words, definitions, WordNet ids and the 27 categories, all checked to be in sorted order."""
-  folder = (lambda rel: os.path.join(root, rel)) if root else (lambda rel: data_path(rel))
+  folder = (lambda rel: as_path(root) / rel) if root else (lambda rel: data_path(rel))
   ids = load_unique_ids(folder("things/unique_id.txt"))
 
   concepts_path = folder("things/things_concepts.tsv")
-  with open(concepts_path, encoding="utf-8", newline="") as f:
+  with io.TextIOWrapper(concepts_path.open("rb"), encoding="utf-8", newline="") as f:
     rows = list(csv.reader(f, delimiter="\t"))
   header, body = rows[0], [r for r in rows[1:] if r]
   columns = {name: i for i, name in enumerate(header)}

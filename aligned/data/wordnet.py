@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 
 import numpy as np
 
 from aligned.data.cache import data_path
 from aligned.errors import DataError
+from aligned.paths import as_path
 
 PHYSICAL_ENTITY = "n00001930"
 
@@ -45,7 +47,7 @@ class Synset:
 
 def _lexnames(path: os.PathLike) -> dict[int, str]:
   names = {}
-  with open(path, encoding="utf-8") as f:
+  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8") as f:
     for row, line in enumerate(f, start=1):
       fields = line.split()
       if len(fields) != 3 or not fields[0].isdigit():
@@ -57,7 +59,7 @@ def _lexnames(path: os.PathLike) -> dict[int, str]:
 def parse_data_noun(path: str | os.PathLike, lexnames: dict[int, str]) -> dict[str, Synset]:
   """{id: Synset} of every synset of a `data.noun` file; a DataError naming the line if malformed."""
   synsets = {}
-  with open(path, encoding="utf-8") as f:
+  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8") as f:
     for row, line in enumerate(f, start=1):
       if line.startswith("  "):  # license header
         continue
@@ -89,7 +91,7 @@ def load_nouns(root: str | os.PathLike | None = None) -> dict[str, Synset]:
   if root is None:
     data, lexnames = data_path("wordnet/data.noun"), data_path("wordnet/lexnames")
   else:
-    data, lexnames = os.path.join(root, "data.noun"), os.path.join(root, "lexnames")
+    data, lexnames = as_path(root) / "data.noun", as_path(root) / "lexnames"
   return parse_data_noun(data, _lexnames(lexnames))
 
 
