@@ -6,6 +6,7 @@ import pytest
 from aligned import odd_one_out
 from aligned.data import alignet_files
 from aligned.errors import DataError
+from aligned.npz_stream import NpzReader, NpzStreamWriter
 
 
 def _random_triplets(n, n_images=1000, d=8, seed=0):
@@ -99,3 +100,29 @@ def test_bad_names_and_no_partial_file(tmp_path):
   with pytest.raises(DataError):
     alignet_files.write_alignet(target, filenames, sims, indices, n_images=5)  # indices out of range
   assert not target.exists() and not list(target.parent.glob("*"))
+
+
+def test_alignet_files_in_a_bucket_written_whole_and_streamed(bucket):
+  emb, filenames, sims, indices = _random_triplets(60)
+  path = alignet_files.alignet_path(bucket, "untransformed", "val", "random")
+  assert str(path) == "gs://bucket/untransformed/val_random.npz"
+  written = alignet_files.write_alignet(path, filenames, sims, indices, n_images=1000)
+  got = alignet_files.read_alignet(path, n_images=1000)
+  np.testing.assert_array_equal(got.filenames, written.filenames)
+  np.testing.assert_array_equal(got.indices, written.indices)
+  np.testing.assert_array_equal(got.similarities, written.similarities)
+  assert alignet_files.read_alignet(path, filenames=False).filenames is None
+  # The streamed writer uploads an ordinary .npz; the streamed reader reads it back chunk by chunk.
+  streamed = bucket / "streamed" / "x.npz"
+  with NpzStreamWriter(streamed, compress=True) as npz:
+    npz.add("indices", (60, 3), np.int64, (written.indices[i : i + 7] for i in range(0, 60, 7)))
+  with NpzReader(streamed) as npz:
+    assert npz.names == ["indices"] and npz.shape("indices") == (60, 3)
+    chunks = list(npz.chunks("indices", rows=25))
+  assert [len(c) for c in chunks] == [25, 25, 10]
+  np.testing.assert_array_equal(np.concatenate(chunks), written.indices)
+  with pytest.raises(DataError, match=r"gs://bucket/missing.npz: not an .npz"):
+    NpzReader(bucket / "missing.npz")
+  with pytest.raises(DataError):  # refused: indices out of range, and nothing uploaded
+    alignet_files.write_alignet(bucket / "bad" / "val_random.npz", filenames, sims, indices, n_images=5)
+  assert not (bucket / "bad" / "val_random.npz").exists()

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from aligned import odd_one_out
+from aligned import artifacts, odd_one_out
 from aligned.artifacts import sha256_of
 from aligned.cli.launch import config_file, run_job
 from aligned.configs import import_release as import_release_config
@@ -407,3 +407,26 @@ def test_the_command_with_its_packaged_config(tmp_path, capsys):
     exit_.value.code == 2 and "val_random.npz: triplet 6 (0-based): non-finite" in capsys.readouterr().err
   )
   assert not (out / "manifest.json").exists() and not (out / "untransformed" / "val_random.npz").exists()
+
+
+def test_import_release_from_a_bucket_into_a_bucket(bucket):
+  root, out = bucket / "release", bucket / "imported"
+  rel = "uncertainty_distillation/train_cluster_border_500.npz"
+  artifacts.save_npz(root / rel, compressed=True, **_good(40, seed=3))
+  artifacts.save_npz(root / "representations" / "siglip.npz", x=np.zeros(3))
+
+  results = alignet_files.import_release(_config(root), out)
+
+  assert (
+    results["files"] == 1 and results["rows"] == 40 and results["skipped"] == ["representations/siglip.npz"]
+  )
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["root"] == "gs://bucket/release" and list(manifest["files"]) == [rel]
+  assert manifest["files"][rel]["sha256"] == sha256_of(out / rel)
+  expected, moved = alignet_files.read_release(root / rel, n_images=N_IMAGES)
+  got = alignet_files.read_alignet(out / rel, n_images=N_IMAGES)
+  assert moved.sum() == results["reordered"] > 0
+  np.testing.assert_array_equal(got.filenames, expected.filenames)
+  np.testing.assert_array_equal(got.indices, expected.indices)
+  with pytest.raises(ValueError, match="is the release folder itself"):
+    alignet_files.import_release(_config(root), "gs://bucket/release/")

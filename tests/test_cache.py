@@ -80,3 +80,26 @@ def test_a_package_member_origin_is_left_for_the_user_and_reported(tmp_path):
   assert cache.download(tmp_path, [entry], log=logs.append) == []
   assert "by hand" in logs[0] and "wordnet/data.noun" in logs[0]
   assert cache.verify(tmp_path, [entry]) == {"wordnet/data.noun": "missing"}
+
+
+def test_the_data_folder_may_be_a_bucket(bucket, tmp_path, monkeypatch):
+  source = tmp_path / "origin.txt"
+  source.write_bytes(b"1 2 3\n")
+  entry = _entry("things/x.txt", b"1 2 3\n", source.as_uri())
+  monkeypatch.setenv("ALIGNED_DATA", "gs://bucket/data")
+  assert str(cache.data_dir()) == "gs://bucket/data"
+  with pytest.raises(FileNotFoundError, match="gs://bucket/data/things/x.txt not found"):
+    cache.data_path("things/x.txt")
+  assert cache.download(entries=[entry], log=lambda _: None) == ["things/x.txt"]
+  assert (bucket / "data" / "things" / "x.txt").read_bytes() == b"1 2 3\n"
+  assert cache.data_path("things/x.txt") == bucket / "data" / "things" / "x.txt"
+  assert cache.verify(entries=[entry]) == {"things/x.txt": "ok"}
+  assert cache.download(entries=[entry], log=lambda _: None) == []  # present and correct: skipped
+  tampered = _entry("things/y.txt", b"original", source.as_uri())
+  with pytest.raises(DataError, match="sha256"):
+    cache.download(entries=[tampered], log=lambda _: None)
+  assert not (bucket / "data" / "things" / "y.txt").exists()
+  assert cache.verify(entries=[tampered]) == {"things/y.txt": "missing"}
+  monkeypatch.setenv("ALIGNED_DATA", "ftp://host/data")
+  with pytest.raises(DataError, match="ALIGNED_DATA: ftp:// is not a filesystem"):
+    cache.data_dir()

@@ -43,3 +43,28 @@ def test_incomplete_or_reconfigured_stores_are_refused(tmp_path):
     EmbeddingStore(tmp_path).open(_metadata("float32", n=11))
   with pytest.raises(ValueError, match="ids but"):
     store.write_shard(1, np.array(["x"]), np.zeros((2, 4)))
+
+
+def test_a_store_in_a_bucket_round_trips_and_checks_its_shards(bucket):
+  root = bucket / "store"
+  store = EmbeddingStore(root)
+  store.open(_metadata("bfloat16"))
+  data = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
+  for k in (1, 0, 2):
+    store.write_shard(
+      k, np.array([f"item{i}" for i in range(4 * k, min(4 * k + 4, 10))]), data[4 * k : 4 * k + 4]
+    )
+  assert sorted(p.name for p in root.iterdir()) == ["metadata.json"] + [
+    f"shard_{k:05d}{suffix}" for k in range(3) for suffix in (".ids.npy", ".json", ".npy")
+  ]
+  ids, embeddings = EmbeddingStore("gs://bucket/store").read()  # a new reader, from the URL string
+  assert list(ids) == [f"item{i}" for i in range(10)]
+  np.testing.assert_allclose(embeddings, data, rtol=1e-2, atol=1e-2)
+  _, shard = store.read_shard(1, mmap=True)  # no memory map in a bucket: read whole
+  np.testing.assert_array_equal(np.asarray(shard, np.float32), embeddings[4:8])
+  with pytest.raises(DataError, match="other settings"):
+    EmbeddingStore(root).open(_metadata("float32"))
+  with (root / "shard_00002.npy").open("wb") as f:  # corrupt a shard in place
+    np.save(f, np.zeros((2, 4), np.uint16))
+  with pytest.raises(DataError, match=r"gs://bucket/store/shard_00002.npy: sha256 differs"):
+    store.read()

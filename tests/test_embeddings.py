@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from aligned import paths
 from aligned.data import embeddings, things
+from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 
 
@@ -67,3 +69,31 @@ def test_thingsvision_output_reads_as_paths_and_rows(tmp_path):
     embeddings.read_thingsvision(tmp_path / "features.npy", tmp_path / "gap.txt")
   with pytest.raises(DataError, match="not a file"):
     embeddings.read_thingsvision(tmp_path, tmp_path / "file_names.txt")
+
+
+def test_embedding_files_and_stores_in_a_bucket(bucket, data_dir):
+  spose = data_dir / "things" / "spose_embedding_49d_sorted.txt"
+  paths.copy_file(spose, bucket / "spose.txt")
+  disk = embeddings.load_embeddings(spose)
+  np.testing.assert_array_equal(embeddings.load_embeddings(bucket / "spose.txt"), disk)
+  embeddings.save_embeddings(bucket / "out" / "e.npy", disk)
+  np.testing.assert_array_equal(embeddings.load_embeddings("gs://bucket/out/e.npy"), disk)
+  store = EmbeddingStore(bucket / "store")
+  store.open(
+    {"backbone": "t", "dtype": "float32", "dim": 49, "n_items": 1854, "shard_size": 1000, "source": "t"}
+  )
+  for k in (0, 1):
+    store.write_shard(
+      k, np.arange(1854)[1000 * k : 1000 * (k + 1)].astype(str), disk[1000 * k : 1000 * (k + 1)]
+    )
+  np.testing.assert_array_equal(embeddings.load_embeddings(bucket / "store"), disk)
+  with (bucket / "tv" / "features.npy").open("wb") as f:
+    np.save(f, disk[:3])
+  (bucket / "tv" / "file_names.txt").write_text("a/a_01b.jpg\nb/b_01b.jpg\nc/c_01b.jpg\n")
+  names, array = embeddings.read_thingsvision(
+    bucket / "tv" / "features.npy", bucket / "tv" / "file_names.txt"
+  )
+  assert names == ["a/a_01b.jpg", "b/b_01b.jpg", "c/c_01b.jpg"]
+  np.testing.assert_array_equal(array, disk[:3])
+  with pytest.raises(DataError, match=r"gs://bucket/tv/none.txt: not found"):
+    embeddings.read_thingsvision(bucket / "tv" / "features.npy", bucket / "tv" / "none.txt")

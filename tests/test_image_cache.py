@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aligned import paths
 from aligned.backbones.preprocessing import NORMALIZATIONS, preprocess, scale_and_normalize
 from aligned.configs.finetune import get_config
 from aligned.data import items as item_sources
@@ -234,3 +235,25 @@ def test_scale_and_normalize_is_the_plain_formula(normalization):
   assert _identical(
     scale_and_normalize(images, normalization), (images.astype(np.float32) / 255.0 - mean) / std
   )
+
+
+def test_images_in_a_bucket_are_read_but_a_cache_or_tfds_folder_there_is_refused(folder, bucket, tmp_path):
+  source, cache = folder
+  for item in source.ids:
+    paths.copy_file(source.root / item, bucket / "images" / item)
+  remote = item_sources.ImageFolderSource("gs://bucket/images")
+  assert list(remote.ids) == list(source.ids)
+  for i in (0, 6, 7):  # a JPEG, the grey and the RGBA PNG
+    assert _identical(remote.record(i)[1], source.record(i)[1])
+  # A local cache of a bucket's images is the cache of the same images on disk.
+  build_image_cache(remote, tmp_path / "cache", SIZE, SHARD, progress=False)
+  assert _identical(ImageCache(tmp_path / "cache").record(7)[1], cache.record(7)[1])
+  local_disk = r"must be on a local disk: an image cache's array_record shards are read by C\+\+"
+  with pytest.raises(DataError, match=rf"gs://bucket/cache: {local_disk}"):
+    build_image_cache(remote, bucket / "cache", SIZE, SHARD, progress=False)
+  with pytest.raises(DataError, match=rf"gs://bucket/cache: {local_disk}"):
+    ImageCache("gs://bucket/cache")
+  with pytest.raises(DataError, match=r"gs://bucket/tfds: must be on a local disk: tfds.data_source"):
+    item_sources.TfdsSource("shapes", "train", "gs://bucket/tfds")
+  with pytest.raises(DataError, match=r"gs://bucket/images/none.png: cannot decode image"):
+    item_sources.load_image(bucket / "images" / "none.png")

@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from aligned.data import imagenet
 from aligned.data.imagenet import prepare_imagenet2012
 from aligned.errors import DataError
 
@@ -109,3 +110,20 @@ def test_extraction_from_the_prepared_dataset(prepared, tmp_path):
   encoder = load_image_backbone("vit", str(tmp_path / "vit"))
   batch = np.stack([preprocess(np.asarray(source[i]["image"]), 32) for i in range(7)])
   np.testing.assert_allclose(embeddings, np.asarray(encoder.apply(encoder.params, batch)), atol=1e-5)
+
+
+def test_tars_in_a_bucket_are_read_but_the_dataset_folder_must_be_local(bucket):
+  rng = np.random.default_rng(1)
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w") as val:
+    for i in (2, 1, 3):
+      _add(val, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(rng))
+  tar = bucket / "manual" / imagenet.VAL_TAR
+  tar.write_bytes(buffer.getvalue())
+  members = [(name, handle.read()) for name, handle in imagenet._iter_tar(tar)]
+  assert [name for name, _ in members] == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in (2, 1, 3)]
+  assert all(data[:2] == b"\xff\xd8" for _, data in members)  # whole JPEGs, streamed from the bucket
+  labels = imagenet._validation_labels(tar)
+  assert sorted(labels) == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3)]
+  with pytest.raises(DataError, match=r"gs://bucket/tfds: must be on a local disk: tfds writes and reads"):
+    prepare_imagenet2012(bucket / "manual", bucket / "tfds")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from aligned import evaluate as evaluate_lib
+from aligned import paths
 from aligned.configs import evaluate as evaluate_config
 from aligned.data import levels
 from aligned.errors import DataError
@@ -282,3 +283,15 @@ def test_levels_noise_ceiling_and_rt_per_level_match_references(tmp_path, data_d
   assert u["n_triplets_multi_response"] == 1320 and "rt_spearman" in u
   with np.load(tmp_path / "w" / "arrays.npz") as arrays:
     assert arrays["levels_model_entropy"].shape == (1320,) and arrays["levels_level"].shape == (1320,)
+
+
+def test_the_stimulus_list_in_a_bucket_reads_as_from_disk(bucket, data_dir):
+  paths.copy_file(data_dir / STIMULI, bucket / STIMULI)
+  disk, remote = levels.read_levels_stimuli(data_dir / STIMULI), levels.read_levels_stimuli(bucket / STIMULI)
+  assert len(remote.files) == 6600
+  np.testing.assert_array_equal(remote.files, disk.files)
+  np.testing.assert_array_equal(remote.levels, disk.levels)
+  assert list(remote.participants) == list(disk.participants)
+  (bucket / "bad.csv").write_text("id,image1\n")
+  with pytest.raises(DataError, match=r"gs://bucket/bad.csv, row 1: missing column"):
+    levels.read_levels_stimuli(bucket / "bad.csv")

@@ -83,3 +83,11 @@ def test_tiny_random_bert_matches_pytorch(tmp_path):
   pooled = (hidden * mask).sum(1) / mask.sum(1)
   reference = (pooled / pooled.norm(dim=1, keepdim=True)).numpy()
   assert ours.shape == (4, 32) and np.abs(ours - reference).max() < 1e-4
+
+
+def test_a_checkpoint_in_a_bucket_is_refused_naming_it(bucket):
+  with pytest.raises(
+    DataError, match=r"gs://bucket/minilm: must be on a local disk: transformers reads model"
+  ):
+    load_text_backbone("minilm", "gs://bucket/minilm")
+  assert not (bucket / "minilm").exists()

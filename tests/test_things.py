@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from aligned.data import things
+from aligned import paths
+from aligned.data import cache, similarity_matrices, things
 from aligned.errors import DataError
 
 
@@ -128,3 +129,27 @@ def test_things_concepts_command_writes_means_or_nothing(tmp_path, data_dir):
   row = wrong.index(next(p for p in wrong if "/unicorn/" in p)) + 1
   assert done.returncode == 2 and f"wrong.txt, row {row}: image" in done.stderr
   assert not (tmp_path / "W.npy").exists()
+
+
+def test_things_files_in_a_bucket_read_as_from_disk(bucket, data_dir, monkeypatch):
+  names = ("unique_id.txt", "things_concepts.tsv", "category_mat_manual.tsv", "sortindex")
+  for name in (*names, "RDM48_triplet.mat", "spose_embedding66d_rescaled_48val_reordered.csv"):
+    paths.copy_file(data_dir / "things" / name, bucket / "data" / "things" / name)
+  disk, sortindex = things.load_concepts(), things.load_sortindex()
+  rsm = ("RDM48_triplet.mat", "spose_embedding66d_rescaled_48val_reordered.csv")
+  disk_rsm = similarity_matrices.load_human_rsm(*(data_dir / "things" / name for name in rsm))
+  from_root = things.load_concepts(bucket / "data")
+  monkeypatch.setenv("ALIGNED_DATA", "gs://bucket/data")  # the data folder itself in a bucket
+  assert str(cache.data_path("things/unique_id.txt")) == "gs://bucket/data/things/unique_id.txt"
+  for got in (from_root, things.load_concepts()):
+    assert len(got) == 1854 and got.ids == disk.ids and got.definitions == disk.definitions
+    np.testing.assert_array_equal(got.categories, disk.categories)
+  np.testing.assert_array_equal(things.load_sortindex(), sortindex)
+  human = similarity_matrices.load_human_rsm(*(bucket / "data" / "things" / name for name in rsm))
+  np.testing.assert_array_equal(human.similarity, disk_rsm.similarity)
+  assert (
+    human.object_ids == disk_rsm.object_ids and human.source == "gs://bucket/data/things/RDM48_triplet.mat"
+  )
+  (bucket / "bad").write_text("0\n1\nx\n")
+  with pytest.raises(DataError, match=r"gs://bucket/bad, row 3: 'x' is not an integer"):
+    things.load_sortindex(bucket / "bad")

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from aligned import transform
+from aligned import paths, transform
 from aligned.errors import DataError
 
 
@@ -64,3 +64,22 @@ def test_glocal_file_reads_as_a_teacher_with_temperature_one(data_dir, tmp_path)
   _save(tmp_path / "bad.npz", weights=np.eye(3), mean=0.0, std=1.0, similarity=np.asarray("euclid"))
   with pytest.raises(DataError, match="similarity"):
     transform.load_teacher(tmp_path / "bad.npz")
+
+
+def test_transforms_and_teachers_in_a_bucket(bucket, data_dir):
+  disk = data_dir / "glocal" / "resnet18" / "avgpool" / "transform.npz"
+  paths.copy_file(disk, bucket / "glocal.npz")
+  t = transform.load_transform(disk)
+  remote = transform.load_transform(bucket / "glocal.npz")
+  np.testing.assert_array_equal(remote.weights, t.weights)
+  assert (remote.mean, remote.std) == (t.mean, t.std)
+  transform.Teacher(t, temperature=0.25, similarity="cosine", objective="hard").save(
+    bucket / "run" / "teacher.npz"
+  )
+  teacher = transform.load_teacher("gs://bucket/run/teacher.npz")
+  assert (teacher.temperature, teacher.similarity, teacher.objective) == (0.25, "cosine", "hard")
+  np.testing.assert_array_equal(teacher.transform.bias, t.bias)
+  with (bucket / "pickled.npz").open("wb") as f:
+    np.savez(f, weights=np.array([{"w": 1}], dtype=object), mean=0.0, std=1.0)
+  with pytest.raises(DataError, match=r"gs://bucket/pickled.npz: not a plain-array .npz"):
+    transform.load_transform(bucket / "pickled.npz")

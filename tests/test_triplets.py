@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 
+from aligned import paths
 from aligned.data import things
 from aligned.data.triplets import (
   HumanTriplets,
@@ -422,3 +423,17 @@ def test_write_then_read_real_triplets(tmp_path):
   again = read_odd_last(path)
   np.testing.assert_array_equal(again.triplets, original.triplets)
   np.testing.assert_array_equal(again.counts, original.counts)
+
+
+def test_triplet_files_in_a_bucket_read_and_write_as_on_disk(bucket):
+  paths.copy_file(_data_file("things/2171trials_humans.txt"), bucket / "things" / "2171.txt")
+  disk = read_odd_last(_data_file("things/2171trials_humans.txt"))
+  remote = read_triplets(bucket / "things" / "2171.txt")
+  assert remote.n_triplets == remote.n_responses == 2171 and remote.source == "gs://bucket/things/2171.txt"
+  np.testing.assert_array_equal(remote.triplets, disk.triplets)
+  np.testing.assert_array_equal(remote.counts, disk.counts)
+  write_odd_last(bucket / "out" / "written.txt", disk.triplets[:5])
+  np.testing.assert_array_equal(read_odd_last(bucket / "out" / "written.txt").triplets, disk.triplets[:5])
+  (bucket / "bad.txt").write_text("0 1 2\n3 4\n")
+  with pytest.raises(DataError, match=r"gs://bucket/bad.txt, row 2: expected 3 integer columns"):
+    read_odd_last(bucket / "bad.txt")

@@ -5,6 +5,7 @@ import pytest
 import transformers
 from safetensors.numpy import load_file, save_file
 
+from aligned import paths
 from aligned.backbones import load_image_backbone
 from aligned.errors import DataError
 from tests.conftest import TINY_VISION
@@ -99,3 +100,20 @@ def test_registry_errors(tmp_path):
     load_image_backbone("vit", "")
   with pytest.raises(DataError, match="missing checkpoint file"):
     load_image_backbone("siglip", str(tmp_path))
+
+
+def test_a_checkpoint_in_a_bucket(tiny, bucket):
+  # SigLIP (our module) reads its folder through epath; transformers' models need a local folder.
+  kind, _, folder = tiny
+  for name in ("config.json", "model.safetensors"):
+    paths.copy_file(folder / name, bucket / kind / name)
+  if kind != "siglip":
+    with pytest.raises(DataError, match=rf"gs://bucket/{kind}: must be on a local disk: transformers"):
+      load_image_backbone(kind, f"gs://bucket/{kind}")
+    return
+  local, remote = load_image_backbone(kind, str(folder)), load_image_backbone(kind, f"gs://bucket/{kind}")
+  images = np.random.default_rng(0).uniform(-1, 1, (2, TINY["image_size"], TINY["image_size"], 3))
+  images = images.astype(np.float32)
+  np.testing.assert_array_equal(
+    np.asarray(remote.apply(remote.params, images)), np.asarray(local.apply(local.params, images))
+  )

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from aligned import paths
 from aligned.configs.common import WORDNET_LEXNAMES, wordnet_nouns
 from aligned.data import things, wordnet
 from aligned.data.items import text_source, wordnet_texts
@@ -107,3 +108,14 @@ def test_superclasses_are_ancestors_at_a_depth_along_primary_hypernyms(data_dir)
   assert set(wordnet.superclasses(classes, 6).values()) == {"n00015388 animal", "n03100490 conveyance"}
   with pytest.raises(DataError, match="1 class names are not WordNet noun synset ids.*'cat'"):
     wordnet.superclasses(["n02085620", "cat"], 3)
+
+
+def test_the_noun_database_in_a_bucket_reads_as_from_disk(bucket, data_dir):
+  for name in ("data.noun", "lexnames"):
+    paths.copy_file(data_dir / "wordnet" / name, bucket / "wordnet" / name)
+  remote = wordnet.load_nouns(bucket / "wordnet")
+  assert len(remote) == 82_115 and remote == wordnet.load_nouns()
+  (bucket / "broken" / "lexnames").write_text("03 noun.Tops n\n")
+  (bucket / "broken" / "data.noun").write_text("00001740 03 n 01 entity 0 000 | x\nnot a synset\n")
+  with pytest.raises(DataError, match=r"gs://bucket/broken/data.noun, row 2: malformed synset line"):
+    wordnet.load_nouns(bucket / "broken")
