@@ -45,15 +45,15 @@ def save_npz(path: str | os.PathLike, compressed: bool = False, **arrays: np.nda
     if np.asarray(array).dtype == object:
       raise TypeError(f"array {name!r} has dtype object; it would need pickle to load")
   with atomic_path(path) as tmp:
-    with open(tmp, "wb") as f:
+    with open(tmp, "wb") as f:  # local: atomic_path's temporary file
       (np.savez_compressed if compressed else np.savez)(f, **arrays)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
   """np.save to `path`, atomically."""
   with atomic_path(path) as tmp:
-    with open(tmp, "wb") as f:
-      np.save(f, np.asarray(array), allow_pickle=False)
+    with open(tmp, "wb") as f:  # local: atomic_path's temporary file
+      np.save(f, np.asarray(array), allow_pickle=False)  # local: into that open file
 
 
 class MetricsLog:
@@ -65,7 +65,9 @@ class MetricsLog:
   appended to, the whole file is uploaded again at most every `upload_every_s` seconds and on close.
   """
 
-  def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None, upload_every_s: float = 30.0):
+  def __init__(
+    self, path: str | os.PathLike, keep_until_step: int | None = None, upload_every_s: float = 30.0
+  ):
     self.path = as_path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     kept = []
@@ -80,7 +82,7 @@ class MetricsLog:
     self._local = is_local(self.path)
     self._lines, self._upload_every_s, self._uploaded = kept, upload_every_s, time.monotonic()
     self._upload()
-    self._file = open(self.path, "a") if self._local else None
+    self._file = open(self.path, "a") if self._local else None  # local: appending on a disk
 
   def _upload(self) -> None:
     with atomic_path(self.path) as tmp:
@@ -116,9 +118,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
   Call it when a resumable job starts in its own folder; returns how many were removed. A bucket
   never has them (uploads are whole or absent).
   """
-  if not is_local(folder) or not pathlib.Path(folder).is_dir():
+  if not is_local(folder) or not as_path(folder).is_dir():
     return 0
-  stale = [p for p in pathlib.Path(folder).rglob(".*.tmp") if p.is_file()]
+  stale = [p for p in pathlib.Path(folder).rglob(".*.tmp") if p.is_file()]  # local: checked above
   for path in stale:
     path.unlink(missing_ok=True)
   return len(stale)

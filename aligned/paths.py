@@ -27,7 +27,7 @@ import pathlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import fsspec
 import numpy as np
@@ -44,6 +44,12 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 def as_path(path: PathLike) -> epath.Path:
   """`path` as an `epath.Path` (local paths behave as `pathlib` ones; `gs://...` goes to its bucket)."""
   return path if isinstance(path, epath.Path) else epath.Path(path)
+
+
+def absolute(path: PathLike) -> epath.Path:
+  """An absolute path (orbax wants one); a URL is one already (`pathlib`'s `absolute` would prefix the cwd)."""
+  path = as_path(path)
+  return path if not is_local(path) else epath.Path(os.path.abspath(os.fspath(path)))
 
 
 def url_scheme(path: PathLike) -> str | None:
@@ -76,7 +82,31 @@ def check_scheme(path: PathLike, setting: str = "path") -> None:
   try:
     fsspec.get_filesystem_class("gcs" if scheme == "gs" else scheme)
   except (ImportError, ValueError) as e:
-    raise DataError(path, f"{setting}: {scheme}:// needs {needs[scheme]} (pip install {needs[scheme]})") from e
+    raise DataError(
+      path, f"{setting}: {scheme}:// needs {needs[scheme]} (pip install {needs[scheme]})"
+    ) from e
+
+
+def check_urls(config: Mapping | None, workdir: PathLike | None = None) -> None:
+  """Checks the workdir and every URL-valued string setting of a config with `check_scheme`.
+
+  A command calls it before its job starts, so `gs://...` without gcsfs fails at once, naming the
+  setting, not after an hour of extraction.
+  """
+  if workdir is not None:
+    check_scheme(workdir, "workdir")
+
+  def walk(node, prefix):
+    if isinstance(node, Mapping):
+      for key, value in node.items():
+        walk(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list | tuple):
+      for value in node:
+        walk(value, prefix)
+    elif isinstance(node, str) and _URL.match(node):
+      check_scheme(node, prefix)
+
+  walk(config or {}, "")
 
 
 def load_npy(path: PathLike, mmap: bool = False) -> np.ndarray:

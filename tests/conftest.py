@@ -1,5 +1,6 @@
 """Shared test set-up: the human data folder, a tiny ViT on disk, and an in-memory `gs://` bucket."""
 
+import contextlib
 import io
 import os
 import pathlib
@@ -84,18 +85,26 @@ class MemoryBucket(MemoryFileSystem):
     return super()._open(path, mode=mode, **kwargs)
 
 
-@pytest.fixture
-def bucket(tmp_path, monkeypatch) -> epath.Path:
-  """An empty `gs://bucket` in memory; the test runs in an empty folder that must stay free of `gs:`."""
+@contextlib.contextmanager
+def memory_bucket(name: str):
+  """`gs://NAME` in memory while the block runs; afterwards its objects are gone, and no local folder
+  `gs:` may have appeared in the current folder (a path that went through pathlib or `open`)."""
   for protocol in MemoryBucket.protocol:
     fsspec.register_implementation(protocol, MemoryBucket, clobber=True)
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
-  MemoryBucket.store.clear()
-  MemoryBucket.pseudo_dirs[:] = [""]
+  try:
+    yield epath.Path(f"gs://{name}")
+  finally:
+    for key in [k for k in MemoryBucket.store if k.split("/")[0] == name]:
+      del MemoryBucket.store[key]
+  assert not pathlib.Path("gs:").exists(), "bucket paths were written to the local disk (./gs:)"
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch) -> epath.Path:
+  """An empty `gs://bucket` in memory; the test runs in an empty folder that must stay free of `gs:`."""
   cwd = tmp_path / "cwd"
   cwd.mkdir()
   monkeypatch.chdir(cwd)
-  yield epath.Path("gs://bucket")
-  stray = sorted(os.fspath(p.relative_to(cwd)) for p in cwd.rglob("*"))
-  MemoryBucket.store.clear()
-  assert not stray, f"bucket paths written to the local disk: {stray[:5]}"
+  with memory_bucket("bucket") as root:
+    yield root

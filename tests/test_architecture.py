@@ -130,7 +130,9 @@ def _local_only_calls(source: str) -> list[tuple[int, str]]:
   return sorted(found)
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if p.name != "paths.py"], ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+  "path", [p for p in FILES if p.name != "paths.py"], ids=lambda p: str(p.relative_to(REPO))
+)
 def test_files_are_reached_through_epath_so_bucket_paths_work(path):
   found = _local_only_calls(path.read_text())
   where = path.relative_to(REPO)
@@ -145,4 +147,9 @@ def test_the_local_only_checker_finds_real_calls():
     "with as_path(p).open() as f: pass\n"
     "y = np.load(p)  # local: a temporary file\nz = shutil.copyfile(a, b)\n"
   )
-  assert _local_only_calls(source) == [(2, "np.load(...)"), (3, "open(...)"), (4, "root.rglob(...)"), (7, "shutil.copyfile(...)")]
+  assert _local_only_calls(source) == [
+    (2, "np.load(...)"),
+    (3, "open(...)"),
+    (4, "root.rglob(...)"),
+    (7, "shutil.copyfile(...)"),
+  ]

@@ -57,23 +57,3 @@ def test_progress_reports_rate_and_eta():
   quiet = io.StringIO()
   Progress(total=10, stream=quiet, enabled=False).update(3)
   assert quiet.getvalue() == ""
-
-
-def test_urls_are_refused_as_paths_with_the_setting_named(tmp_path, capsys):
-  import ml_collections
-
-  from aligned.cli.launch import run_job
-  from aligned.errors import DataError, check_local_paths
-
-  check_local_paths({"store": "/mnt/bucket/store", "notes": "see gs docs", "n": 3}, tmp_path)
-  with pytest.raises(DataError, match=r"gs://b/runs: workdir is a URL, but paths must be local"):
-    check_local_paths({}, "gs://b/runs")
-  config = ml_collections.ConfigDict({"data": {"root": "/local", "stores": ("a", "s3://b/val")}})
-  with pytest.raises(DataError, match=r"s3://b/val: data.stores is a URL"):
-    check_local_paths(config.to_dict(), tmp_path)
-
-  ran = []
-  with pytest.raises(SystemExit) as exit_:
-    run_job(lambda c, w: ran.append(w), str, config, str(tmp_path))
-  assert exit_.value.code == 2 and not ran  # refused before the job starts: nothing written
-  assert "data.stores is a URL" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""AligNet works, end to end: the demo's pipeline shrunk (fixed seeds) writes every named artifact,
-and its AligNet student beats the model it starts from and the calibrated UnAligNet control on the
-real THINGS human triplets, items no student trained on. The margins are below the smallest ones
+"""AligNet works, end to end: the demo's pipeline shrunk (fixed seeds), run with its workdir in a
+bucket (gs://, in memory), writes every named artifact, and its AligNet student beats the model it
+starts from and the calibrated UnAligNet control on the real THINGS human triplets, items no student
+trained on. The margins are below the smallest ones
 measured over three student seeds (`python -m tests.test_method` prints them); if the test fails, the
 method (teacher, labels, students or evaluation) broke."""
 
@@ -11,6 +12,8 @@ import pytest
 
 from aligned.configs import demo as demo_config
 from aligned.demo import run_demo
+from aligned.paths import load_npy
+from tests.conftest import memory_bucket
 
 pytestmark = pytest.mark.slow  # a whole pipeline: `make test-fast` skips it
 
@@ -42,8 +45,13 @@ def accuracies(results) -> dict:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("method")
-  return workdir, run_demo(shrunk(0), workdir, log=lambda _: None)
+  """The demo run in a bucket (conftest's in-memory gs://): every stage reads and writes through epath.
+  The students' checkpoints go to a local folder: orbax writes their arrays with tensorstore, whose
+  gs:// driver talks to Google Cloud itself (no fsspec, so no in-memory stand-in)."""
+  config = shrunk(0)
+  config.student.checkpointing.folder = str(tmp_path_factory.mktemp("checkpoints"))
+  with memory_bucket("method") as bucket:
+    yield bucket / "demo", run_demo(config, bucket / "demo", log=lambda _: None)
 
 
 def test_every_named_artifact(demo):
@@ -61,7 +69,7 @@ def test_every_named_artifact(demo):
     "results.json",
   ):
     assert (workdir / path).exists(), path
-  assert np.load(workdir / "alignet_student_things_embeddings.npy").shape == (1854, 1024)
+  assert load_npy(workdir / "alignet_student_things_embeddings.npy").shape == (1854, 1024)
   table = accuracies(results)
   assert table["SPoSE 49-d (fit to people)"] == pytest.approx(1427 / 2171)  # a known fact
   assert table["MiniLM {word} (students' start)"] == pytest.approx(914 / 2171)  # 42.10 %

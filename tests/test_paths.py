@@ -71,3 +71,19 @@ def test_urls_that_cannot_work_are_refused_with_the_reason(bucket):
   paths.check_scheme("/local/run")
   with pytest.raises(DataError, match=r"ftp:// is not a filesystem"):
     paths.check_scheme("ftp://host/x", "workdir")
+
+
+def test_a_url_whose_filesystem_is_missing_stops_a_command_before_its_job(bucket, capsys):
+  import ml_collections
+
+  from aligned.cli.launch import run_job
+
+  paths.check_urls({"store": "/mnt/bucket/store", "notes": "see gs docs", "n": 3}, "gs://bucket/run")
+  config = ml_collections.ConfigDict({"data": {"root": "gs://bucket/x", "stores": ("a", "s3://b/val")}})
+  with pytest.raises(DataError, match=r"s3://b/val: data.stores: s3:// needs s3fs \(pip install s3fs\)"):
+    paths.check_urls(config.to_dict(), "gs://bucket/run")
+  ran = []
+  with pytest.raises(SystemExit) as exit_:
+    run_job(lambda c, w: ran.append(w), str, config, "gs://bucket/run")
+  assert exit_.value.code == 2 and not ran  # refused before the job starts: nothing written
+  assert "s3:// needs s3fs" in capsys.readouterr().err

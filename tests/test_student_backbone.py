@@ -2,6 +2,7 @@
 preprocessing, and refusals of what is not a run of this architecture."""
 
 import json
+import os
 import pathlib
 import shutil
 
@@ -148,3 +149,23 @@ def test_a_text_student_embeds_texts_with_its_head(tmp_path):
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "black.png")
   with pytest.raises(ValueError, match="text student; source image_folder holds images"):
     _extract(tmp_path / "images", tmp_path, tmp_path / "out")
+
+
+def test_a_run_in_a_bucket_trains_the_same_student_and_reads_back(run, bucket, tmp_path):
+  """The run fixture's settings with its workdir in a bucket (checkpoints in a local folder of their
+  own, `checkpointing.folder`): the same parameters bit for bit, read back through the bucket run."""
+  config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
+  config.checkpoint = str(save_tiny_vit(tmp_path / "pretrained", image_size=16))
+  config.data.root = ""  # the smoke task writes its synthetic files into the (bucket) workdir again
+  config.checkpointing.folder = str(tmp_path / "checkpoints")
+  workdir = bucket / "student"
+  assert finetune(config, workdir)["status"] == "completed"
+  for name in ("config.json", "results.json", "metrics.jsonl", "backbone.json", "plots/training.png"):
+    assert (workdir / name).exists(), name
+  assert (tmp_path / "checkpoints" / "4").is_dir() and not (workdir / "checkpoints").exists()
+  ours, reference = restore_params(workdir), restore_params(run)
+  assert jax.tree.structure(ours) == jax.tree.structure(reference)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference), strict=True):
+    np.testing.assert_array_equal(a, b)
+  encoder = StudentEncoder(workdir, "pooled")
+  assert os.fspath(encoder.checkpoint) == os.fspath(tmp_path / "checkpoints" / "4")

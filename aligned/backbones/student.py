@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 import re
 from typing import Any
 
@@ -29,10 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from aligned.backbones import build_backbone
 from aligned.backbones.text import encode_texts
 from aligned.errors import DataError
+from aligned.paths import absolute, as_path
 
 # Block parameters: ".../layer/7/...", ".../layers/7/..." (transformers) or ".../layer_7/..." (SigLIP).
 _BLOCK = re.compile(r"(?:^|/)(?:layers?/(\d+)|layer_(\d+))(?:/|$)")
@@ -139,18 +140,29 @@ def architecture(backbone) -> dict | None:
   return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 
+def checkpoint_folder(workdir: str | os.PathLike, config: dict | None = None) -> epath.Path:
+  """Where a run keeps its orbax checkpoints: its config's `checkpointing.folder`, else WORKDIR/checkpoints.
+
+  `config` is the run's settings; by default read from WORKDIR/config.json (a run without one, or
+  with an empty folder setting, keeps them in the workdir).
+  """
+  workdir = absolute(workdir)
+  if config is None:
+    path = workdir / "config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+  folder = (config.get("checkpointing") or {}).get("folder") or ""
+  return absolute(folder) if folder else workdir / "checkpoints"
+
+
 def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
   """The parameters of a run's checkpoint (the latest by default), as host numpy arrays."""
-  manager = ocp.CheckpointManager(
-    pathlib.Path(workdir).absolute() / "checkpoints", item_handlers=ocp.StandardCheckpointHandler()
-  )
+  folder = checkpoint_folder(workdir)
+  manager = ocp.CheckpointManager(folder, item_handlers=ocp.StandardCheckpointHandler())
   step = manager.latest_step() if step is None else step
   if step is None:
-    raise DataError(workdir, "no checkpoint")
+    raise DataError(folder, "no checkpoint")
   if step not in manager.all_steps():
-    raise DataError(
-      pathlib.Path(workdir) / "checkpoints", f"no checkpoint at step {step} ({manager.all_steps()})"
-    )
+    raise DataError(folder, f"no checkpoint at step {step} ({manager.all_steps()})")
   # Restore onto this process's first device whatever mesh wrote the checkpoint.
   metadata = manager.item_metadata(step).tree
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -160,8 +172,7 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
 
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
-  manager = ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints")
-  return manager.latest_step()
+  return ocp.CheckpointManager(checkpoint_folder(workdir)).latest_step()
 
 
 class StudentEncoder:
@@ -184,7 +195,7 @@ class StudentEncoder:
   def __init__(self, run: str | os.PathLike, output: str = "head", step: int | None = None):
     if output not in OUTPUTS:
       raise ValueError(f"student output {output!r}: expected one of {OUTPUTS}")
-    self.run = pathlib.Path(run)
+    self.run = as_path(run)
     config_path = self.run / "config.json"
     if not config_path.is_file():
       raise DataError(config_path, "not a student run (no config.json; expected a finetune workdir)")
@@ -194,7 +205,7 @@ class StudentEncoder:
       raise DataError(config_path, f"not a student run's config (no {', '.join(missing)})")
     self.step = latest_step(self.run) if step is None else step
     if self.step is None:
-      raise DataError(self.run / "checkpoints", "no checkpoint: the run has not saved a step yet")
+      raise DataError(checkpoint_folder(self.run), "no checkpoint: the run has not saved a step yet")
     recorded = self.run / ARCHITECTURE_FILE
     if recorded.is_file():  # the architecture alone: the weights all come from the checkpoint
       random_config, checkpoint = json.loads(recorded.read_text())["architecture"], ""
@@ -206,11 +217,11 @@ class StudentEncoder:
     self.student = Student(backbone, self.kind, config["head_dim"])
     params = restore_params(self.run, self.step)
     expected = jax.eval_shape(self.student.init, jax.random.key(0))
-    _check_tree(params, expected, self.run / "checkpoints" / str(self.step))
+    _check_tree(params, expected, checkpoint_folder(self.run) / str(self.step))
     self.params, self.output, self.backbone = params, output, backbone
     self.config = config
     self.dim = config["head_dim"] if output == "head" else backbone.dim
-    self.checkpoint = self.run / "checkpoints" / str(self.step)
+    self.checkpoint = checkpoint_folder(self.run) / str(self.step)
     data = config["data"]
     if self.kind == "image":
       self.image_size = data.get("image_size") or backbone.image_size
@@ -249,7 +260,7 @@ class StudentEncoder:
     return encode_texts(self.tokenize, self._apply, self.params, texts, batch_size, mesh, dtype)
 
 
-def _check_tree(params, expected, where: pathlib.Path) -> None:
+def _check_tree(params, expected, where: epath.Path) -> None:
   """Every array the architecture needs is in the checkpoint with its shape, and nothing else."""
   have = {"/".join(map(str, k)): v.shape for k, v in flax.traverse_util.flatten_dict(params).items()}
   want = {"/".join(map(str, k)): v.shape for k, v in flax.traverse_util.flatten_dict(expected).items()}

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from absl import app, logging
 
 from aligned import configs
-from aligned.errors import DataError, check_local_paths
+from aligned.errors import DataError
+from aligned.paths import as_path, check_urls
 
 # Bad input and bad settings end the run with `error: ...` and exit code 2, never a traceback.
 USER_ERRORS = (DataError, FileNotFoundError, ValueError, FloatingPointError)
 
-CONFIG_DIR = pathlib.Path(configs.__file__).parent
+CONFIG_DIR = pathlib.Path(configs.__file__).parent  # local: the package's own files
 _NOT_CONFIGS = ("__init__", "common")
 
 
@@ -38,7 +39,7 @@ def config_file(name: str) -> str:
 def resolve_config(value: str) -> str:
   """`--config` value -> a config file path with its `:VARIANT` (an existing file is kept as given)."""
   path, colon, variant = value.partition(":")
-  if pathlib.Path(path).expanduser().is_file():
+  if pathlib.Path(path).expanduser().is_file():  # local: a config is a Python file, imported from a disk
     return value
   name = path.removesuffix(".py")
   for prefix in ("aligned/configs/", "configs/"):
@@ -78,12 +79,12 @@ def start(main: Callable) -> None:
 def run_job(job: Callable, summarize: Callable[[dict], str], config, workdir: str) -> dict:
   logging.set_verbosity(logging.WARNING)  # keep the output readable (no backend-probing chatter)
   try:
-    check_local_paths(config.to_dict() if hasattr(config, "to_dict") else config, workdir)
+    check_urls(config.to_dict() if hasattr(config, "to_dict") else config, workdir)
     results = job(config, workdir)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(summarize(results))
-  if (pathlib.Path(workdir) / "results.json").exists():
+  if (as_path(workdir) / "results.json").exists():
     print(f"results: {workdir}/results.json")
   return results

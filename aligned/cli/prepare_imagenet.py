@@ -18,7 +18,7 @@ _DATA = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "tfds data_dir 
 
 def main(argv):
   del argv
-  folder = prepare_imagenet2012(_MANUAL.value, os.path.expanduser(_DATA.value))
+  folder = prepare_imagenet2012(_MANUAL.value, os.path.expanduser(_DATA.value))  # local: a tfds data dir
   print(
     f"prepared {folder}; read it with tfds.data_source('imagenet2012', split=..., data_dir={_DATA.value!r})"
   )

@@ -80,6 +80,8 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})  # fsdp > 1 shards parameters
 
   config.checkpointing = ml_collections.ConfigDict({"every": 1000, "keep": 3, "use_async": True})
+  # orbax checkpoints: "" keeps them in W/checkpoints; a local or gs:// folder of its own otherwise
+  config.checkpointing.folder = ""
   config.log_every = 50
   config.eval = ml_collections.ConfigDict({"every": 5000, "max_triplets": 10_000})
   # validation files of these label sets too (e.g. the UnAligNet student on the AligNet labels)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import pathlib
 
 import ml_collections
 import numpy as np
 
-from aligned import artifacts
+from aligned import artifacts, paths
 from aligned.data.class_labels import labels_from_ids
 from aligned.demo import shapes
 from aligned.embedding_store import EmbeddingStore
@@ -56,21 +57,21 @@ def label_triplets(labels, n: int, seed: int, exclude=None) -> np.ndarray:
   return np.concatenate([np.take_along_axis(triplets, order, 1), triplets[np.arange(n), odd][:, None]], 1)
 
 
-def read_hierarchy(path: str | pathlib.Path) -> dict[str, str]:
+def read_hierarchy(path: str | os.PathLike) -> dict[str, str]:
   """synset -> superclass from a `synset  class  superclass` file with one header row."""
   superclass_of = {}
-  for line in pathlib.Path(path).read_text().splitlines()[1:]:
+  for line in paths.as_path(path).read_text().splitlines()[1:]:
     synset, _, superclass = line.split("\t")
     superclass_of[synset] = superclass
   return superclass_of
 
 
-def _write_triplets(path: pathlib.Path, triplets) -> None:
+def _write_triplets(path: os.PathLike, triplets) -> None:
   with artifacts.atomic_path(path) as tmp:
     tmp.write_text("".join(f"{i} {j} {k}\n" for i, j, k in triplets))
 
 
-def simulate_people(config: ml_collections.ConfigDict, folder: pathlib.Path) -> dict:
+def simulate_people(config: ml_collections.ConfigDict, folder: os.PathLike) -> dict:
   """Reads the base store (`config.store`), writes its embeddings and the two triplet files.
 
   Config: store, hierarchy (the shapes' hierarchy.tsv), n_eval_triplets, n_teacher_triplets, seed.
@@ -86,7 +87,7 @@ def simulate_people(config: ml_collections.ConfigDict, folder: pathlib.Path) -> 
   n_kinds = len({superclass_of[labels.names[k]] for k in labels.labels})
   results = {"items": f"{len(ids)} shapes images ({n_kinds} shape kinds)", "n_items": len(ids)}
   if config.get("n_levels_triplets"):
-    built = json.loads((pathlib.Path(config.hierarchy).parent / shapes.SETTINGS_FILE).read_text())
+    built = json.loads((paths.as_path(config.hierarchy).parent / shapes.SETTINGS_FILE).read_text())
     sizes = train_sizes(ids, built["settings"], [c["synset"] for c in built["classes"]])
     kinds = np.asarray([superclass_of[labels.names[k]] for k in labels.labels])
     trials = levels_trials(labels.labels, kinds, sizes, config.n_levels_triplets, config.seed + 2)
@@ -141,7 +142,7 @@ def levels_trials(labels, kinds, sizes, n: int, seed: int) -> dict[str, np.ndarr
   return {level: np.asarray(t, np.int64).reshape(-1, 3) for level, t in out.items()}
 
 
-def _write_levels(path: pathlib.Path, ids, trials: dict[str, np.ndarray], seed: int) -> None:
+def _write_levels(path: os.PathLike, ids, trials: dict[str, np.ndarray], seed: int) -> None:
   """The trials as a Levels response file: image positions shuffled, the odd one out selected."""
   rng, ids = np.random.default_rng(seed), np.asarray(ids).astype(str)
   text = io.StringIO()

@@ -29,13 +29,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 import time
 from collections.abc import Callable
 
 import ml_collections
+from etils import epath
 
-from aligned import artifacts
+from aligned import artifacts, paths
 from aligned.demo import people, shapes
 from aligned.demo.runner import Stage, StageRun, run_stages
 from aligned.evaluate import evaluate
@@ -71,14 +71,14 @@ def _sub(config: ml_collections.ConfigDict, **overrides) -> ml_collections.Confi
   return copy
 
 
-def _generate(config, folder: pathlib.Path) -> dict:
+def _generate(config, folder: epath.Path) -> dict:
   generate(config, folder)
   manifest = json.loads((folder / "manifest.json").read_text())
   artifacts.write_json(folder / "results.json", manifest)  # marks the stage complete
   return manifest
 
 
-def _student(config, folder: pathlib.Path) -> dict:
+def _student(config, folder: epath.Path) -> dict:
   results = finetune(config, folder)
   if results.get("status") != "completed":  # preempted (SIGTERM): its checkpoint is kept
     raise RuntimeError(
@@ -87,7 +87,7 @@ def _student(config, folder: pathlib.Path) -> dict:
   return results
 
 
-def _report(config, folder: pathlib.Path) -> dict:
+def _report(config, folder: epath.Path) -> dict:
   return {"differences": write_report(config, folder)["differences"]}
 
 
@@ -101,7 +101,7 @@ def student_names(seeds) -> dict[str, tuple[str, int]]:
 
 
 def _generate_and_students(
-  config, w: pathlib.Path, store: str, store_stage: str, student: dict, outputs
+  config, w: epath.Path, store: str, store_stage: str, student: dict, outputs
 ) -> list[Stage]:
   """generate -> the students (both label sets, each seed of `config.student_seeds`): the middle of the
   table, the same in both variants.
@@ -112,7 +112,10 @@ def _generate_and_students(
   teacher = str(w / "teacher" / "transform.npz")
   generate_config = _sub(config.generate, store=store, teacher=teacher, similarity=config.teacher.similarity)
   stages = [Stage("generate", "alignet", generate_config, _generate, deps=(store_stage, "teacher"))]
+  checkpoints = config.student.checkpointing.get("folder", "")  # a root: each student its own folder
   for name, (transform, seed) in student_names(config.student_seeds).items():
+    if checkpoints:
+      student = {**student, "checkpointing__folder": os.fspath(paths.as_path(checkpoints) / name)}
     student_config = _sub(
       config.student, data__root=str(w / "alignet"), data__transform=transform, seed=seed, **student
     )
@@ -121,7 +124,7 @@ def _generate_and_students(
 
 
 def _evaluate_and_report(
-  config, w: pathlib.Path, models: dict, names: dict, title: str, transfers: dict | None = None
+  config, w: epath.Path, models: dict, names: dict, title: str, transfers: dict | None = None
 ) -> list[Stage]:
   """One evaluation stage per model ({name: (embeddings, transform, extra overrides, deps)}) + report
   (with the paired differences of the AligNet student against the UnAligNet student and the base, and
@@ -172,7 +175,7 @@ TEXT_NAMES = {
 }
 
 
-def text_demo(config, w: pathlib.Path) -> Demo:
+def text_demo(config, w: epath.Path) -> Demo:
   """The teacher is fit on the THINGS concepts; AligNet triplets are generated over WordNet nouns
   outside THINGS, on which the students train; every model is scored on the THINGS human triplets and
   RDM, items no student trained on (the paper's transfer: teacher on THINGS, students on ImageNet).
@@ -186,7 +189,7 @@ def text_demo(config, w: pathlib.Path) -> Demo:
   base = w / "start_things_embeddings.npy" if split else backbone
   students = student_names(config.student_seeds)
 
-  def extract_things(name: str, folder: str, template: str, output: pathlib.Path) -> Stage:
+  def extract_things(name: str, folder: str, template: str, output: epath.Path) -> Stage:
     config_ = _sub(config.extract, template=template)
     return Stage(name, folder, config_, extract, outputs={f"{folder}/embeddings.npy": output.name})
 
@@ -270,11 +273,11 @@ IMAGE_NAMES = {
 }
 
 
-def _shapes(config, folder: pathlib.Path) -> dict:
+def _shapes(config, folder: epath.Path) -> dict:
   return {"folder": str(shapes.build_shapes_dataset(folder, **config.to_dict()))}
 
 
-def image_demo(config, w: pathlib.Path) -> Demo:
+def image_demo(config, w: epath.Path) -> Demo:
   """A tiny random ViT on generated shapes; "people" are the class labels.
 
   Every model is evaluated as a trained student would be at full scale, from files a command wrote:
@@ -282,6 +285,7 @@ def image_demo(config, w: pathlib.Path) -> Demo:
   train images, `embed/NAME/store`), few-shot and subpopulation-shift probes (pooled features of the
   train and validation images, `features/NAME/{train,validation}/store`).
   """
+  paths.require_local(w, "the image demo builds its shapes dataset in W/tfds as array_record, read by C++")
   data_dir, human = w / "tfds", w / "human"
   base, transform = w / "item_embeddings.npy", w / "teacher" / "transform.npz"
   extract_config = _sub(config.extract, data_dir=str(data_dir))
@@ -417,7 +421,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str | os.PathLike, log=
   """Runs the demo of `config.variant` (text or images) in `workdir`; returns its table."""
   if config.variant not in DEMOS:
     raise ValueError(f"unknown demo variant {config.variant!r}; expected one of {', '.join(DEMOS)}")
-  workdir = pathlib.Path(workdir)
+  workdir = paths.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
   total = time.perf_counter()

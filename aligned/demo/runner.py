@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
-import shutil
+import os
 import time
 from collections.abc import Callable
 
 import ml_collections
+from etils import epath
 
-from aligned import artifacts
+from aligned import artifacts, paths
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class Stage:
   name: str
   folder: str  # relative to the workdir
   config: ml_collections.ConfigDict
-  fn: Callable[[ml_collections.ConfigDict, pathlib.Path], dict]
+  fn: Callable[[ml_collections.ConfigDict, epath.Path], dict]
   deps: tuple[str, ...] = ()
   outputs: dict[str, str] = dataclasses.field(default_factory=dict)  # {from: to}, relative to the workdir
   always: bool = False
@@ -45,7 +45,7 @@ class StageRun:
   ran: set[str] = dataclasses.field(default_factory=set)
 
 
-def _run_one(stage: Stage, workdir: pathlib.Path, done: StageRun, log) -> None:
+def _run_one(stage: Stage, workdir: epath.Path, done: StageRun, log) -> None:
   folder = workdir / stage.folder
   current = json.loads(json.dumps(stage.config.to_dict()))
   record = folder / "stage_config.json"
@@ -59,7 +59,7 @@ def _run_one(stage: Stage, workdir: pathlib.Path, done: StageRun, log) -> None:
   if folder.exists() and (changed or upstream) and not stage.always:
     why = "its settings changed" if changed else f"{', '.join(upstream)} recomputed"
     log(f"[{stage.name}] starting again ({why})")
-    shutil.rmtree(folder)
+    paths.rmtree(folder)
   folder.mkdir(parents=True, exist_ok=True)
   if not stage.always:
     artifacts.write_json(record, current)
@@ -72,12 +72,13 @@ def _run_one(stage: Stage, workdir: pathlib.Path, done: StageRun, log) -> None:
     log(f"[{stage.name}] {done.timings[stage.name]:.0f} s")
 
 
-def run_stages(stages: list[Stage], workdir: pathlib.Path, log=print) -> StageRun:
-  """Runs the table in order (see the module docstring); returns what each stage gave."""
+def run_stages(stages: list[Stage], workdir: str | os.PathLike, log=print) -> StageRun:
+  """Runs the table in order (see the module docstring); returns what each stage gave. `workdir` may
+  be a local folder or a bucket (`gs://...`)."""
+  workdir = paths.absolute(workdir)
   done = StageRun()
   for stage in stages:
     _run_one(stage, workdir, done, log)
     for source, target in stage.outputs.items():
-      with artifacts.atomic_path(workdir / target) as tmp:
-        shutil.copyfile(workdir / source, tmp)
+      paths.copy_file(workdir / source, workdir / target)
   return done

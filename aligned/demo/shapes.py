@@ -43,7 +43,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from aligned import artifacts
+from aligned import artifacts, paths
 from aligned.data import imagenet
 from aligned.errors import DataError
 
@@ -234,7 +234,8 @@ class _Builder(imagenet.Builder, skip_registration=True):
     official = tfds.core.tfds_path(f"datasets/{DATASET}/validation_labels.txt").read_text().split()
     for split in splits:
       if "validation_labels" in split.gen_kwargs:
-        with tarfile.open(pathlib.Path(dl_manager.manual_dir) / imagenet.VAL_TAR) as archive:
+        manual = pathlib.Path(dl_manager.manual_dir)  # local: the build's own staging folder
+        with tarfile.open(manual / imagenet.VAL_TAR) as archive:
           names = archive.getnames()
         split.gen_kwargs["validation_labels"] = {n: official[int(n[-13:-5]) - 1] for n in names}
     return splits
@@ -250,7 +251,7 @@ def _remove_stale_builds(data_dir: pathlib.Path) -> None:
     try:
       os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):
-      shutil.rmtree(folder, ignore_errors=True)
+      shutil.rmtree(folder, ignore_errors=True)  # local: data_dir is (build_shapes)
     except PermissionError:  # alive, another user's
       pass
 
@@ -327,14 +328,14 @@ def build_shapes_dataset(
     "seed": int(seed),
   }
   classes = shape_classes(tuple(kinds), tuple(colours))
-  data_dir = pathlib.Path(data_dir)
+  data_dir = paths.require_local(data_dir, "tfds writes the shapes dataset as array_record, read by C++")
   folder = data_dir / DATASET
   if _existing(folder, settings):
     return folder
   data_dir.mkdir(parents=True, exist_ok=True)
   _remove_stale_builds(data_dir)
   start = time.perf_counter()
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".shapes-build-{os.getpid()}-", dir=data_dir))
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".shapes-build-{os.getpid()}-", dir=data_dir))  # local: ^
   try:
     manual, built = staging / "manual", staging / "tfds"
     manual.mkdir()
@@ -355,10 +356,10 @@ def build_shapes_dataset(
       out / SETTINGS_FILE, record | {"build_seconds": round(time.perf_counter() - start, 2)}
     )
     try:
-      os.rename(out, folder)  # the one step that makes the build visible
+      os.rename(out, folder)  # local: the one step that makes the build visible
     except OSError:
       if not _existing(folder, settings):  # another build finished first with the same settings: fine
         raise
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)  # local: the staging folder
   return folder

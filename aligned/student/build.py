@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +18,11 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from aligned import artifacts, distributed, evaluators, odd_one_out, uncertainty
 from aligned.backbones import build_backbone
-from aligned.backbones.student import ARCHITECTURE_FILE, Student, architecture
+from aligned.backbones.student import ARCHITECTURE_FILE, Student, architecture, checkpoint_folder
 from aligned.data import items as item_sources
 from aligned.data import triplets as triplets_io
 from aligned.data.alignet_files import alignet_path, read_alignet
@@ -60,7 +60,7 @@ class Run:
   """One student run, built and checked: the trainer, its data, its evaluators and checkpoints."""
 
   config: ml_collections.ConfigDict
-  workdir: pathlib.Path
+  workdir: epath.Path
   trainer: Trainer
   tau: float  # the loss temperature in use (config.tau, or fitted when it is 0)
   schedule: optax.Schedule
@@ -113,7 +113,7 @@ def decay_rate(optimizer_config, steps: int) -> float:
   return optimizer_config.decay_to_init
 
 
-def check_item_ids(path: pathlib.Path, ids: np.ndarray) -> None:
+def check_item_ids(path: epath.Path, ids: np.ndarray) -> None:
   """Refuses AligNet files made over other items: their file names must be `ids` at their indices
   (e.g. a store of other WordNet nouns, or of another template's item order)."""
   if not path.exists():
@@ -147,7 +147,7 @@ def things_items(config, backbone, kind: str):
   return None
 
 
-def resolve_data(config, workdir: pathlib.Path) -> ml_collections.ConfigDict:
+def resolve_data(config, workdir: epath.Path) -> ml_collections.ConfigDict:
   """`config.data` with its AligNet root; the smoke task first writes its own synthetic files."""
   d = config.data
   if d.source != "synthetic" or d.root:
@@ -165,7 +165,7 @@ def resolve_data(config, workdir: pathlib.Path) -> ml_collections.ConfigDict:
   return d
 
 
-def check_resume(workdir: pathlib.Path, config) -> None:
+def check_resume(workdir: epath.Path, config) -> None:
   """Refuses a workdir whose config.json has other `RESUME_KEYS`; writes config.json otherwise."""
   path = workdir / "config.json"
 
@@ -186,13 +186,11 @@ def check_resume(workdir: pathlib.Path, config) -> None:
     artifacts.write_json(path, config.to_dict())
 
 
-def checkpoint_manager(
-  workdir: pathlib.Path, keep: int = 3, use_async: bool = False
-) -> ocp.CheckpointManager:
+def checkpoint_manager(folder: epath.Path, keep: int = 3, use_async: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
     max_to_keep=keep, enable_async_checkpointing=use_async, cleanup_tmp_directories=True
   )
-  return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+  return ocp.CheckpointManager(folder, options=options)
 
 
 def _human_evaluator(config, trainer: Trainer, backbone, kind: str) -> HumanEvaluator | None:
@@ -223,7 +221,7 @@ def fit_tau(student: Student, seed: int, items, rows: student_data.TripletRows, 
   return uncertainty.fit_temperature(sims, targets)
 
 
-def _tau(config, workdir: pathlib.Path, student: Student, items, validation_file: pathlib.Path) -> float:
+def _tau(config, workdir: epath.Path, student: Student, items, validation_file: epath.Path) -> float:
   """`config.tau`, or (when 0) the fitted tau, kept in workdir/tau.json so that a resumed run uses it."""
   if config.tau > 0:
     return float(config.tau)
@@ -239,7 +237,7 @@ def _tau(config, workdir: pathlib.Path, student: Student, items, validation_file
   return tau
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
+def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
   """Everything a run needs, from its config (see the module docstring). Sets `config.data.root` (and
   samplings) of the smoke task to the synthetic files it writes, so config.json records them."""
   if config.loss not in LOSSES:
@@ -300,5 +298,5 @@ def build_run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> Run:
     order=student_data.BatchOrder(len(train_rows), config.batch_size, config.seed),
     validation=validation,
     human=_human_evaluator(config, trainer, backbone, kind),
-    checkpoints=checkpoint_manager(workdir, c.keep, c.use_async),
+    checkpoints=checkpoint_manager(checkpoint_folder(workdir, config.to_dict()), c.keep, c.use_async),
   )

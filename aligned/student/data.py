@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import gc
 import os
-import pathlib
 import queue
 import threading
 
 import numpy as np
+from etils import epath
 
 from aligned.data.alignet_files import alignet_path, read_alignet
 from aligned.errors import DataError
@@ -29,7 +29,7 @@ from aligned.errors import DataError
 class TripletRows:
   """Indices and similarity targets of one or more AligNet files, concatenated (row = global row)."""
 
-  def __init__(self, paths: list[pathlib.Path], n_items: int | None = None, limit: int = 0):
+  def __init__(self, paths: list[epath.Path], n_items: int | None = None, limit: int = 0):
     if not paths:
       raise ValueError("no AligNet files given")
     indices, sims, self.paths, self.offsets = [], [], list(paths), [0]
@@ -47,13 +47,13 @@ class TripletRows:
   def __len__(self) -> int:
     return len(self.indices)
 
-  def locate(self, row: int) -> tuple[pathlib.Path, int]:
+  def locate(self, row: int) -> tuple[epath.Path, int]:
     """(file, 0-based row in that file) of a global row: for error messages."""
     k = int(np.searchsorted(self.offsets, row, side="right")) - 1
     return self.paths[k], row - self.offsets[k]
 
 
-def alignet_files(root: str | os.PathLike, transform: str, split: str, samplings) -> list[pathlib.Path]:
+def alignet_files(root: str | os.PathLike, transform: str, split: str, samplings) -> list[epath.Path]:
   return [alignet_path(root, transform, split, s) for s in samplings]
 
 

@@ -16,7 +16,6 @@ the step and its triplets (file, row) named, and no checkpoint after the last go
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import time
 
@@ -26,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from aligned import artifacts, distributed, plots
+from aligned.paths import absolute
 from aligned.progress import Progress
 from aligned.student import data as student_data
 from aligned.student.build import Run, build_run, decay_rate
@@ -159,7 +159,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   """Trains (or resumes) the student described by `config` in `workdir`; returns the results."""
   d = config.distributed
   distributed.initialize(d.coordinator, d.num_processes, d.process_id, d.auto)
-  run = build_run(config, pathlib.Path(workdir).absolute())
+  run = build_run(config, absolute(workdir))
   state = _restore_or_init(run)
   start = int(state.step)
   if start > config.steps:
