@@ -24,7 +24,6 @@ human RSMs with their object ids and categories, entropies, reliability bins), w
 from __future__ import annotations
 
 import os
-import pathlib
 
 import ml_collections
 import numpy as np
@@ -36,6 +35,7 @@ from aligned.data import similarity_matrices, things
 from aligned.data import triplets as triplets_io
 from aligned.errors import DataError
 from aligned.evaluators import HumanTripletEvaluator, fixed
+from aligned.paths import as_path
 from aligned.transform import load_teacher
 from aligned.triplet_similarities import triplet_similarities
 
@@ -119,7 +119,7 @@ def _levels_results(config, transform) -> tuple[dict, dict]:
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Scores embeddings on a human triplet file (and optionally a human similarity matrix, Levels)."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   if not config.embeddings and not config.get("levels"):
     raise ValueError("set --config.embeddings to an [objects, features] .npy or .txt file")
   if config.embeddings and not config.triplets:

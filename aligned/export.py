@@ -37,10 +37,17 @@ roots are the PyTorch models' own: no `vit.` prefix for ViTModel, `vision_model.
 CLIPVisionModel, none for Dinov2Model and BertModel. SigLIP inverts
 `aligned.backbones.siglip.params_from_hf` (the MAP head's q, k, v stacked into `in_proj_weight`).
 
-The folder is written beside `workdir` under a temporary name and renamed to `workdir` once every
-file is in it, so a failed export leaves no folder that looks complete. An existing non-empty
-`workdir` is refused, unless `config.overwrite` and it holds an earlier export (aligned_student.json),
-which is then replaced (a failed overwrite leaves the earlier export as it was).
+`config.run` and `workdir` may be local paths or bucket URLs (`gs://...`). The files are written on
+this host's disk first. On a disk the folder is written beside `workdir` under a temporary name and
+renamed to `workdir` once every file is in it, so a failed export leaves no folder that looks
+complete. In a bucket, which has no folders to rename, the files are uploaded one by one with
+aligned_student.json last, under a marker object `.export-incomplete` that is removed at the end: a
+folder is a complete export exactly when it has aligned_student.json and no marker. An existing
+non-empty `workdir` is refused, unless `config.overwrite` and it holds an earlier export
+(aligned_student.json) or an interrupted one (the marker), which is then replaced. On a disk a failed
+overwrite leaves the earlier export as it was; in a bucket the earlier export is deleted (its
+aligned_student.json first) before the new files are uploaded, so a failed overwrite leaves an
+incomplete folder (the marker says so), never a mix that looks complete.
 """
 
 from __future__ import annotations
@@ -49,21 +56,22 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import tempfile
 
 import flax
 import ml_collections
 import numpy as np
+from etils import epath
 from safetensors.numpy import save_file
 
-from aligned import artifacts
+from aligned import artifacts, paths
 from aligned.backbones.preprocessing import NORMALIZATIONS
 from aligned.backbones.student import StudentEncoder
 from aligned.errors import DataError
 
 EXPORT_FILE = "aligned_student.json"
 HEAD_FILE = "triplet_head.safetensors"
+INCOMPLETE_FILE = ".export-incomplete"  # in a bucket: the export in this folder is being written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,8 +191,14 @@ def transformers_config(name: str, backbone) -> dict:
 # -- The export ----------------------------------------------------------------------------------
 
 
-def _check_target(workdir: pathlib.Path, run: pathlib.Path, overwrite: bool) -> None:
-  if run.absolute() == workdir or workdir in run.absolute().parents:
+def _absolute(path: str | os.PathLike) -> epath.Path:
+  """A local path made absolute; a URL as it is (`epath`'s `absolute()` would prefix the cwd)."""
+  path = paths.as_path(path)
+  return path.absolute() if paths.is_local(path) else path
+
+
+def _check_target(workdir: epath.Path, run: epath.Path, overwrite: bool) -> None:
+  if run == workdir or workdir in run.parents:
     raise DataError(workdir, f"the export folder holds the run {run}; choose another workdir")
   if not workdir.exists():
     return
@@ -196,17 +210,25 @@ def _check_target(workdir: pathlib.Path, run: pathlib.Path, overwrite: bool) -> 
     raise DataError(
       workdir, "exists and is not empty; set config.overwrite=True to replace an earlier export"
     )
-  if not (workdir / EXPORT_FILE).is_file():
+  if not ((workdir / EXPORT_FILE).is_file() or (workdir / INCOMPLETE_FILE).is_file()):
     raise DataError(
       workdir,
       f"overwrite replaces only an earlier export (a folder with {EXPORT_FILE}); this is something else",
     )
 
 
-def _checkpoint_digests(folder: pathlib.Path) -> dict[str, str]:
-  return {
-    str(p.relative_to(folder)): artifacts.sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()
-  }
+def _checkpoint_digests(folder: str | os.PathLike) -> dict[str, str]:
+  folder = paths.as_path(folder)
+  return {str(p.relative_to(folder)): artifacts.sha256_of(p) for p in paths.files_under(folder)}
+
+
+def _staging_folder(parent: pathlib.Path | None, name: str) -> pathlib.Path:
+  """A new empty local folder for the export's files (safetensors and transformers' save_pretrained
+  write files themselves): beside `workdir` on its disk (`parent`), or in the host's temporary
+  folder (None: the export goes to a bucket)."""
+  prefix = f".{name}.export-"
+  folder = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")  # local: for save_file
+  return paths.require_local(folder, "the export's staging folder")
 
 
 def _shareable(folder: pathlib.Path) -> None:
@@ -294,7 +316,7 @@ def export_student(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   `workdir` (see the module docstring); returns a summary."""
   if not config.run:
     raise DataError(None, "config.run: set it to a finetune workdir")
-  run, workdir = pathlib.Path(config.run), pathlib.Path(workdir).absolute()
+  run, workdir = _absolute(config.run), _absolute(workdir)
   _check_target(workdir, run, config.overwrite)
   # The backbone is checked before the model is read (StudentEncoder refuses what is not a run).
   run_config = run / "config.json"
@@ -303,32 +325,16 @@ def export_student(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     raise DataError(run_config, f"backbone {name!r} cannot be exported (exportable: {', '.join(FORMATS)})")
   encoder = StudentEncoder(run, "head", None if config.step < 0 else config.step)
   source = {
-    "run": str(run.absolute()),
+    "run": str(run),
     "step": int(encoder.step),
     "checkpoint_sha256": _checkpoint_digests(encoder.checkpoint),
     "run_config": encoder.config,
   }
 
-  for stale in workdir.parent.glob(f".{workdir.name}.export-*.tmp"):  # left by a killed export
-    shutil.rmtree(stale, ignore_errors=True)
-  workdir.parent.mkdir(parents=True, exist_ok=True)
-  folder = pathlib.Path(
-    tempfile.mkdtemp(dir=workdir.parent, prefix=f".{workdir.name}.export-", suffix=".tmp")
-  )
-  earlier = None
-  try:
-    record = _write(encoder, folder, source)
-    _shareable(folder)
-    if workdir.exists():  # empty, or an earlier export (checked above): moved aside, then deleted
-      earlier = pathlib.Path(
-        tempfile.mkdtemp(dir=workdir.parent, prefix=f".{workdir.name}.export-", suffix=".tmp")
-      )
-      os.replace(workdir, earlier)
-    os.replace(folder, workdir)
-  finally:
-    shutil.rmtree(folder, ignore_errors=True)
-  if earlier is not None:
-    shutil.rmtree(earlier)
+  if paths.is_local(workdir):
+    record = _export_on_disk(encoder, paths.require_local(workdir, "exported"), source)
+  else:
+    record = _export_to_bucket(encoder, workdir, source)
   return {
     "export": str(workdir),
     "run": source["run"],
@@ -339,6 +345,50 @@ def export_student(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     "parameters": int(sum(v.size for v in flax.traverse_util.flatten_dict(encoder.params).values())),
     "files": sorted(p.name for p in workdir.iterdir()),
   }
+
+
+def _export_on_disk(encoder: StudentEncoder, workdir: pathlib.Path, source: dict) -> dict:
+  """The files written into a folder beside `workdir`, which is then renamed to it."""
+  for stale in workdir.parent.glob(f".{workdir.name}.export-*.tmp"):  # left by a killed export
+    paths.rmtree(stale)
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  folder = _staging_folder(workdir.parent, workdir.name)
+  earlier = None
+  try:
+    record = _write(encoder, folder, source)
+    _shareable(folder)
+    if workdir.exists():  # empty, or an earlier export (checked above): moved aside, then deleted
+      earlier = _staging_folder(workdir.parent, workdir.name)
+      os.replace(workdir, earlier)  # local: a rename on one disk, so that the folder is never half replaced
+    os.replace(folder, workdir)  # local: a rename on one disk, so that the export appears whole
+  finally:
+    paths.rmtree(folder)
+  if earlier is not None:
+    paths.rmtree(earlier)
+  return record
+
+
+def _export_to_bucket(encoder: StudentEncoder, workdir: epath.Path, source: dict) -> dict:
+  """The files written on this host's disk, then uploaded under the marker, aligned_student.json last."""
+  folder = _staging_folder(None, workdir.name)
+  try:
+    record = _write(encoder, folder, source)
+    marker = workdir / INCOMPLETE_FILE
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("an export is being written here (aligned.export); it is complete without this file\n")
+    if workdir.exists():  # an earlier export (checked above): its record first, so it never looks whole
+      (workdir / EXPORT_FILE).unlink(missing_ok=True)
+      for earlier in workdir.iterdir():
+        if earlier.is_dir():
+          paths.rmtree(earlier)
+        elif earlier.name != INCOMPLETE_FILE:
+          earlier.unlink()
+    for file in sorted(folder.iterdir(), key=lambda p: p.name == EXPORT_FILE):  # the record last
+      paths.copy_file(file, workdir / file.name)
+    marker.unlink()
+  finally:
+    paths.rmtree(folder)
+  return record
 
 
 def format_results(results: dict) -> str:

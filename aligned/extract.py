@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import pathlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -51,6 +50,7 @@ from aligned.data.image_cache import ImageCache, check_image_cache, describe_sou
 from aligned.data.items import TEXT_SOURCES, ImageFolderSource, TfdsSource, text_source
 from aligned.distributed import data_mesh
 from aligned.embedding_store import EmbeddingStore
+from aligned.paths import as_path, is_local
 from aligned.progress import Progress
 
 SOURCES = (*TEXT_SOURCES, "image_folder", "things_images", "tfds")
@@ -139,11 +139,16 @@ def _student(config) -> StudentEncoder | None:
   return StudentEncoder(config.student, config.get("student_output", "head"), None if step < 0 else step)
 
 
+def _absolute(path) -> str:
+  """A local path made absolute; a URL as it is (`epath`'s `absolute()` would prefix the cwd)."""
+  return str(as_path(path).absolute() if is_local(path) else path)
+
+
 def _describe_backbone(config, encoder, layer: str) -> dict:
   if isinstance(encoder, StudentEncoder):
     return {
       "backbone": f"student:{encoder.config['backbone']}",
-      "checkpoint": str(encoder.checkpoint.absolute()),
+      "checkpoint": _absolute(encoder.checkpoint),
       "layer": f"student {encoder.output} output",
       "student": encoder.describe(),
     }
@@ -230,7 +235,7 @@ def _image_job(config) -> _Job:
 
 def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Embeds the configured source into `workdir/store` (resuming), see the module docstring."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   if config.source not in SOURCES:
     raise ValueError(f"unknown source {config.source!r}; supported: {', '.join(SOURCES)}")
   job = _text_job(config) if config.source in TEXT_SOURCES else _image_job(config)

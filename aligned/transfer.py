@@ -22,18 +22,19 @@ Definitions (results.json of `aligned-transfer` follows them):
 from __future__ import annotations
 
 import os
-import pathlib
 import time
 from typing import NamedTuple
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from aligned import artifacts
 from aligned.data import wordnet
 from aligned.data.class_labels import StoreLabels, map_labels, read_superclasses, store_labels
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
+from aligned.paths import as_path
 from aligned.probes import accuracy, fit_probe
 from aligned.progress import Progress
 
@@ -130,16 +131,16 @@ def subpopulation_task(names: tuple[str, ...], mapping: dict[str, str], seed: in
 # -- The transfer job ---------------------------------------------------------------------------
 
 
-def _parse_stores(entries) -> dict[str, pathlib.Path]:
+def _parse_stores(entries) -> dict[str, epath.Path]:
   """`NAME=STORE` or `STORE` (named by its source: tfds "dataset/split", or the image folder's name)."""
   stores = {}
   for entry in entries:
     name, sep, path = entry.partition("=")
-    path = pathlib.Path(path if sep else entry)
+    path = as_path(path if sep else entry)
     if not sep:
       metadata = EmbeddingStore(path).metadata
       root = str(metadata.get("root", ""))
-      name = root if metadata.get("source") == "tfds" else pathlib.Path(root).name or path.parent.name
+      name = root if metadata.get("source") == "tfds" else as_path(root).name or path.parent.name
     if name in stores:
       raise ValueError(f"two stores are named {name!r}; name them with NAME=STORE")
     stores[name] = path
@@ -161,7 +162,7 @@ def dataset_key(name: str) -> str:
 class _Stores:
   """Features and labels of named stores, each read once."""
 
-  def __init__(self, paths: dict[str, pathlib.Path], config):
+  def __init__(self, paths: dict[str, epath.Path], config):
     self.paths, self.config, self._cache = paths, config, {}
 
   def __contains__(self, name: str) -> bool:
@@ -233,7 +234,7 @@ def superclass_mapping(spec: str, class_names) -> tuple[dict[str, str], str]:
   depth = _wordnet_depth(spec)
   if depth is not None:
     return wordnet.superclasses(list(class_names), depth), f"wordnet{depth}"
-  return read_superclasses(spec), pathlib.Path(spec).stem
+  return read_superclasses(spec), as_path(spec).stem
 
 
 def _wordnet_depth(spec: str) -> int | None:
@@ -275,7 +276,7 @@ def _breeds_job(stores: _Stores, train: str, test: str, config, results: dict) -
 
 def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Few-shot, shift and subpopulation-shift accuracies of the configured stores -> W/results.json."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   stores = _Stores(_parse_stores(config.stores), config)
   pairs = {key: [_parse_pair(e) for e in config.get(key, ())] for key in ("fewshot", "shift", "breeds")}
   for key in ("fewshot", "breeds"):

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
 from aligned import artifacts, odd_one_out
 from aligned.artifacts import sha256_of
@@ -33,6 +33,7 @@ from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
 from aligned.generation.kmeans import kmeans
 from aligned.npz_stream import NpzStreamWriter
+from aligned.paths import as_path, load_npz
 from aligned.progress import Progress
 from aligned.sampling import count_distinct, parse_strategy, sample_triplets
 from aligned.transform import apply_affine, load_teacher
@@ -123,7 +124,7 @@ def _check_counts(config, samplings, n_items: int, labels_by_class) -> None:
       )
 
 
-def _cluster(config, workdir: pathlib.Path, z: jax.Array, levels) -> tuple[dict, dict]:
+def _cluster(config, workdir: epath.Path, z: jax.Array, levels) -> tuple[dict, dict]:
   """k-means assignments and summaries at each level, computed once and kept in clusters/."""
   clusters, clustering = {}, {}
   for level in sorted(levels):
@@ -137,9 +138,9 @@ def _cluster(config, workdir: pathlib.Path, z: jax.Array, levels) -> tuple[dict,
         inertia=np.float64(result.inertia),
         iterations=np.int64(result.iterations),
       )
-    with np.load(path, allow_pickle=False) as saved:
-      clusters[level] = saved["assignments"]
-      clustering[level] = {"inertia": float(saved["inertia"]), "iterations": int(saved["iterations"])}
+    saved = load_npz(path)
+    clusters[level] = saved["assignments"]
+    clustering[level] = {"inertia": float(saved["inertia"]), "iterations": int(saved["iterations"])}
     print(
       f"k-means k={level}: inertia {clustering[level]['inertia']:.4g}, {clustering[level]['iterations']} iterations"
     )
@@ -160,7 +161,7 @@ def processes(config) -> tuple[int, int]:
 
 def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Writes the AligNet files of `config` into `workdir` (see the module docstring)."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   samplings = [(name, *parse_strategy(name)) for name in config.samplings]  # checked before any work
   if config.control not in CONTROLS:
     raise ValueError(f"unknown control {config.control!r}; expected one of {CONTROLS}")
@@ -243,7 +244,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
 
 
 def _finish(
-  workdir: pathlib.Path, manifest: dict, part_path: pathlib.Path, count: int, me: int, n_files: int
+  workdir: epath.Path, manifest: dict, part_path: epath.Path, count: int, me: int, n_files: int
 ) -> dict:
   """Marks this process's manifest complete, merges the parts when all are, writes results.json."""
   manifest["complete"] = True
@@ -271,7 +272,7 @@ def _label_entropy(files: dict) -> dict:
   return {t: {s: v[0] / v[1] for s, v in splits.items()} for t, splits in out.items()}
 
 
-def _merge_manifest_parts(workdir: pathlib.Path, count: int, n_files: int) -> bool:
+def _merge_manifest_parts(workdir: epath.Path, count: int, n_files: int) -> bool:
   """Writes manifest.json once every part is complete (any process may: the result is the same)."""
   parts = [workdir / f"manifest.part-{i}-of-{count}.json" for i in range(count)]
   if not all(p.exists() for p in parts):

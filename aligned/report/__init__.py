@@ -20,11 +20,11 @@
 from __future__ import annotations
 
 import os
-import pathlib
 
 import ml_collections
 
 from aligned import artifacts
+from aligned.paths import as_path
 from aligned.report.plots import make_plots
 from aligned.report.runs import Run, gather, load_run
 from aligned.report.tables import (
@@ -50,7 +50,7 @@ __all__ = ["Run", "format_summary", "gather", "load_run", "write_report"]
 
 def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Gathers the runs, writes report.md, results.csv and plots/; returns a summary."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   runs = gather(config)
   records = Records()
   found = differences(runs, parse_pairs(config.get("differences", "")), seed=config.get("seed", 0))

@@ -15,7 +15,6 @@ pyplot registry holds them, so nothing needs closing.
 from __future__ import annotations
 
 import os
-import pathlib
 
 import numpy as np
 import scipy.cluster.hierarchy
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure
 
 from aligned.artifacts import atomic_path
 from aligned.data.levels import LEVEL_NAMES, LEVELS
+from aligned.paths import as_path
 from aligned.plots import NotebookFigure
 
 
@@ -246,7 +246,7 @@ def make_figures(runs, folder: str | os.PathLike) -> tuple[dict[str, Figure], di
 
 
 def _draw_all(runs, folder: str | os.PathLike) -> tuple[dict[str, tuple[str, Figure]], dict[str, str]]:
-  folder = pathlib.Path(folder)
+  folder = as_path(folder)
   made, missing = {}, {}
   plans = [
     (

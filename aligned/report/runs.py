@@ -5,25 +5,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 
 import ml_collections
-import numpy as np
+from etils import epath
 
 from aligned.errors import DataError
+from aligned.paths import as_path, load_npz
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
   name: str
-  path: pathlib.Path
+  path: epath.Path
   results: dict
   arrays: dict  # from arrays.npz; empty when the run has none
 
 
 def load_run(path: str | os.PathLike, name: str = "") -> Run:
   """A finished run: its results.json (required) and arrays.npz (optional)."""
-  path = pathlib.Path(path)
+  path = as_path(path)
   results_path = path / "results.json"
   if not results_path.exists():
     raise DataError(results_path, "not found: not a finished run (evaluate writes results.json last)")
@@ -33,10 +33,7 @@ def load_run(path: str | os.PathLike, name: str = "") -> Run:
     raise DataError(results_path, f"not valid JSON ({e.msg})", row=e.lineno) from None
   if not isinstance(results, dict):
     raise DataError(results_path, "expected a JSON object")
-  arrays = {}
-  if (path / "arrays.npz").exists():
-    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
-      arrays = {k: npz[k] for k in npz.files}
+  arrays = load_npz(path / "arrays.npz") if (path / "arrays.npz").exists() else {}
   return Run(name or path.name, path, results, arrays)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pathlib
 import time
 
 import ml_collections
@@ -23,6 +22,7 @@ from aligned.data import triplets as triplets_io
 from aligned.distributed import data_mesh
 from aligned.errors import DataError
 from aligned.evaluators import HumanTripletEvaluator
+from aligned.paths import as_path
 from aligned.progress import Progress
 from aligned.teacher import cross_validation, model, standin
 from aligned.teacher.model import Hyperparams, TripletTargets
@@ -120,7 +120,7 @@ def _select(config, x, fold_data, base: Hyperparams, points, make_fitter, log):
 
 def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Fits the teacher of `config` in `workdir` (see the module docstring); returns the results."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   if not config.embeddings:
     raise ValueError("set --config.embeddings to the [objects, features] embeddings to align")
   points = cross_validation.grid(config.lambdas, config.learning_rates)
@@ -208,7 +208,7 @@ def format_results(results: dict) -> str:
     )
   for e in results["evaluations"]:
     line = (
-      f"{pathlib.Path(e['file']).name}: base {100 * e['base_accuracy']:.2f} % -> teacher "
+      f"{as_path(e['file']).name}: base {100 * e['base_accuracy']:.2f} % -> teacher "
       f"{100 * e['teacher_accuracy']:.2f} % ({e['n_responses']:,} responses)"
     )
     if "noise_ceiling" in e:
