@@ -149,3 +149,32 @@ def test_bad_embeddings_and_transform_fail(tmp_path, data_dir):
   done = _run(tmp_path / "w", f"--config.transform={transform}")
   assert done.returncode == 2 and "expects 512 features" in done.stderr and "49" in done.stderr
   assert not (tmp_path / "w" / "results.json").exists()
+
+
+def test_inputs_and_workdir_in_a_bucket_give_the_same_results(tmp_path, data_dir, bucket):
+  """`evaluate` reading embeddings, triplets, transform, RSM and its object list from `gs://` and
+  writing there (conftest's in-memory bucket): the results and arrays of the same run on disk."""
+  from aligned import artifacts, paths
+
+  config, remote_config = evaluate_config.get_config("spose"), evaluate_config.get_config("spose")
+  config.bootstrap = remote_config.bootstrap = 100
+  for key in ("embeddings", "triplets", "rsm", "rsm_objects"):
+    remote_config[key] = str(bucket / "things" / os.path.basename(config[key]))
+    paths.copy_file(config[key], remote_config[key])
+  identity = dict(weights=np.eye(49, dtype=np.float32), mean=np.float32(0.0), std=np.float32(1.0))
+  artifacts.save_npz(tmp_path / "identity.npz", **identity)
+  artifacts.save_npz(bucket / "identity.npz", **identity)
+  config.transform, remote_config.transform = str(tmp_path / "identity.npz"), str(bucket / "identity.npz")
+  local = evaluate_lib.evaluate(config, tmp_path / "w")
+  remote = evaluate_lib.evaluate(remote_config, bucket / "w")
+  remote_paths = {key: remote_config[key] for key in ("embeddings", "triplets", "rsm", "transform")}
+  assert remote == {**local, **remote_paths}
+  assert remote["accuracy"] == pytest.approx(0.6573, abs=5e-5) and remote["rsm_n_objects"] == 48
+  assert json.loads((bucket / "w" / "results.json").read_text()) == json.loads(json.dumps(remote))
+  arrays, local_arrays = (
+    paths.load_npz(bucket / "w" / "arrays.npz"),
+    paths.load_npz(tmp_path / "w" / "arrays.npz"),
+  )
+  assert sorted(arrays) == sorted(local_arrays) and "rsm_model" in arrays
+  for key, value in local_arrays.items():
+    np.testing.assert_array_equal(arrays[key], value, err_msg=key)

@@ -397,3 +397,33 @@ def test_report_plots_write_pngs_and_return_figures(tmp_path):
   for file in made.values():
     _assert_png(tmp_path / "plots" / file)
     _assert_png(tmp_path / "figures" / file)
+
+
+def test_report_of_runs_in_a_bucket_into_a_bucket(tmp_path, two_runs, bucket):
+  """`write_report` gathering evaluate runs from `gs://` and writing its report there (conftest's
+  in-memory bucket): the report, results, csv and plots of the same report on disk."""
+  from aligned import paths
+  from aligned.configs import report as report_config
+  from aligned.report import write_report
+
+  for name, run in two_runs.items():
+    for file in ("results.json", "arrays.npz"):
+      paths.copy_file(run / file, bucket / "runs" / name / file)
+
+  def report(runs, workdir):
+    config = report_config.get_config()
+    config.update(runs=",".join(str(r) for r in runs), names="SPoSE,random", differences="SPoSE vs random")
+    return write_report(config, workdir)
+
+  local = report(two_runs.values(), tmp_path / "R")
+  remote = report([bucket / "runs" / name for name in two_runs], bucket / "R")
+  assert remote["plots"] == local["plots"] and len(remote["plots"]) == 4
+  assert remote["differences"] == local["differences"] and remote["report"] == "gs://bucket/R/report.md"
+  text = (bucket / "R" / "report.md").read_text()
+  for name, run in two_runs.items():
+    text = text.replace(f"`gs://bucket/runs/{name}`", f"`{run}`")
+  assert text == (tmp_path / "R" / "report.md").read_text() == local["text"]
+  for file in ("results.csv", "results.json"):
+    assert (bucket / "R" / file).read_text() == (tmp_path / "R" / file).read_text(), file
+  for file in local["plots"].values():
+    assert (bucket / "R" / "plots" / file).read_bytes()[:8] == PNG_SIGNATURE

@@ -364,3 +364,36 @@ def test_the_command_exports_a_run_and_refuses_to_write_over_it(tmp_path, vit_ru
   assert json.loads((tmp_path / "out" / "aligned_student.json").read_text())["source"]["step"] == 2
   again = export()
   assert again.returncode == 2 and "exists and is not empty" in again.stderr
+
+
+def test_an_export_into_a_bucket_is_the_export_on_disk(tmp_path, vit_run, vit_encoder, monkeypatch, bucket):
+  """A run on disk exported into `gs://` (conftest's in-memory bucket): the files of the export on disk,
+  byte for byte; aligned_student.json is uploaded last under a marker, so a failed upload leaves a
+  folder that is not an export, which an overwrite then replaces."""
+  monkeypatch.setattr(export, "StudentEncoder", lambda run, output, step: vit_encoder)
+  local = export.export_student(_config(vit_run), tmp_path / "out")
+  remote = export.export_student(_config(vit_run), bucket / "out")
+  assert remote == {**local, "export": "gs://bucket/out"} and export.INCOMPLETE_FILE not in remote["files"]
+  for file in local["files"]:
+    assert (bucket / "out" / file).read_bytes() == (tmp_path / "out" / file).read_bytes(), file
+  with pytest.raises(DataError, match="exists and is not empty"):
+    export.export_student(_config(vit_run), bucket / "out")
+
+  uploaded = []
+
+  def copy_file(source, destination):  # the upload of the third file fails
+    if len(uploaded) == 2:
+      raise OSError("connection reset")
+    uploaded.append(destination.name)
+    (bucket / "out" / destination.name).write_bytes(source.read_bytes())
+
+  with monkeypatch.context() as patch:
+    patch.setattr(export.paths, "copy_file", copy_file)
+    with pytest.raises(OSError, match="connection reset"):
+      export.export_student(_config(vit_run, overwrite=True), bucket / "out")
+  left = sorted(p.name for p in (bucket / "out").iterdir())
+  assert left == sorted([export.INCOMPLETE_FILE, *uploaded]) and export.EXPORT_FILE not in left
+  assert export.export_student(_config(vit_run, overwrite=True), bucket / "out")["files"] == local["files"]
+  assert (bucket / "out" / export.EXPORT_FILE).read_bytes() == (
+    tmp_path / "out" / export.EXPORT_FILE
+  ).read_bytes()

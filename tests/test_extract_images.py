@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aligned import paths
 from aligned.backbones import load_image_backbone
 from aligned.backbones.preprocessing import preprocess
 from aligned.configs import extract as extract_config
@@ -142,3 +143,25 @@ def test_a_cache_of_resized_images_gives_the_same_store_bit_for_bit(tmp_path, im
   )
   with pytest.raises(DataError, match="its images are 16x16, not 32x32"):
     extract(_config(images, checkpoint, image_cache=str(tmp_path / "cache16")), tmp_path / "wrong")
+
+
+def test_images_and_workdir_in_a_bucket_give_the_same_store(tmp_path, images, checkpoint, bucket):
+  """`extract` from and into `gs://` (conftest's in-memory bucket): the store, config and results of the
+  same run on disk; a rerun finds every shard complete."""
+  for path in images.rglob("*"):
+    if path.is_file():
+      paths.copy_file(path, bucket / "images" / path.relative_to(images).as_posix())
+  local = extract(_config(images, checkpoint), tmp_path / "local")
+  remote = extract(_config(bucket / "images", checkpoint), bucket / "run")
+  assert remote == {**local, "store": "gs://bucket/run/store"}
+  ids, embeddings = EmbeddingStore(bucket / "run" / "store").read()
+  local_ids, local_embeddings = EmbeddingStore(tmp_path / "local" / "store").read()
+  np.testing.assert_array_equal(ids, local_ids)
+  np.testing.assert_allclose(embeddings, local_embeddings, atol=1e-6)
+  assert json.loads((bucket / "run" / "results.json").read_text()) == remote
+  config = json.loads((bucket / "run" / "config.json").read_text())
+  assert config == {
+    **json.loads((tmp_path / "local" / "config.json").read_text()),
+    "root": "gs://bucket/images",
+  }
+  assert extract(_config(bucket / "images", checkpoint), bucket / "run")["shards_written"] == 0

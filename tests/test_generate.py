@@ -10,12 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from aligned import odd_one_out
+from aligned import artifacts, odd_one_out
 from aligned.artifacts import sha256_of
 from aligned.configs import generate as generate_config
 from aligned.data.alignet_files import read_alignet
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
+from aligned.generation import generate as generate_module
 from aligned.generation.generate import generate
 from tests.conftest import REPO
 
@@ -37,7 +38,7 @@ def _inputs(folder, n_per_class=PER_CLASS, dim=DIM):
   for k in range(store.n_shards):
     store.write_shard(k, ids[16 * k : 16 * k + 16], x[16 * k : 16 * k + 16])
   weights = rng.normal(size=(dim, dim)).astype(np.float32)
-  np.savez(
+  artifacts.save_npz(  # a local folder or a bucket
     folder / "transform.npz",
     weights=weights,
     bias=np.zeros(dim, np.float32),
@@ -243,3 +244,26 @@ def test_matrix_and_streamed_paths_agree(monkeypatch):
     streamed = module.triplet_similarities(table, triplets, similarity)
     monkeypatch.undo()
     np.testing.assert_allclose(streamed, via_matrix, rtol=1e-5, atol=1e-5)
+
+
+def test_store_teacher_and_workdir_in_a_bucket_give_the_same_files(tmp_path, bucket, monkeypatch):
+  """`generate` from a store and teacher in `gs://` into `gs://` (conftest's in-memory bucket): the
+  files, clusters and manifest of the same run on disk, byte for byte; a rerun keeps every file."""
+  samplings = ("cluster_border_3", "random")
+  _inputs(tmp_path)
+  _inputs(bucket)
+  local = generate(_config(tmp_path, samplings=samplings), tmp_path / "w")
+  remote = generate(_config(bucket, samplings=samplings), bucket / "w")
+  assert remote == {**local, "workdir": "gs://bucket/w", "manifest": "gs://bucket/w/manifest.json"}
+  manifest = json.loads((bucket / "w" / "manifest.json").read_text())
+  local_manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+  assert manifest == {**local_manifest, "store": "gs://bucket/store", "teacher": "gs://bucket/transform.npz"}
+  assert len(manifest["files"]) == 2 * 2 * 2
+  for key in [*manifest["files"], "clusters/kmeans_3.npz"]:
+    assert sha256_of(bucket / "w" / key) == sha256_of(tmp_path / "w" / key), key
+  data = read_alignet(
+    bucket / "w" / "uncertainty_distillation" / "val_random.npz", n_images=N_CLASSES * PER_CLASS
+  )
+  assert len(data) == 200
+  monkeypatch.setattr(generate_module, "_write_file", None)  # a rerun checks each file's sha256, writes none
+  assert generate(_config(bucket, samplings=samplings), bucket / "w") == remote

@@ -447,3 +447,33 @@ def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities
   config.soft_targets = str(tmp_path / "short.npy")
   with pytest.raises(DataError, match="short.npy: the soft-target choice model has 100 rows"):
     training_data(config, x)
+
+
+def test_embeddings_and_workdir_in_a_bucket_give_the_same_teacher(tmp_path, data_dir, bucket):
+  """`fit_teacher` reading its embeddings from and writing its run into `gs://` (conftest's in-memory
+  bucket): the transform, results, metrics and CV plot of the same run on disk."""
+  from aligned import artifacts
+  from aligned.configs import teacher as teacher_config
+  from aligned.teacher.train import fit_teacher
+
+  spose = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  distorted = (spose @ np.random.default_rng(0).normal(size=(49, 8))).astype(np.float32)
+  artifacts.save_npy(tmp_path / "x.npy", distorted)
+  artifacts.save_npy(bucket / "x.npy", distorted)
+  config = teacher_config.get_config("smoke")
+  config.standin.n_triplets, config.standin.n_val, config.steps = 4000, 1000, 20
+  config.embeddings = str(tmp_path / "x.npy")
+  local = fit_teacher(config, tmp_path / "w")
+  config.embeddings = str(bucket / "x.npy")
+  remote = fit_teacher(config, bucket / "w")
+  for key in ("chosen", "temperature", "base_temperature", "train", "evaluations"):
+    assert remote[key] == pytest.approx(local[key], rel=1e-6), key
+  transform = load_transform(bucket / "w" / "transform.npz")
+  np.testing.assert_allclose(
+    transform.weights, load_transform(tmp_path / "w" / "transform.npz").weights, rtol=1e-6
+  )
+  assert json.loads((bucket / "w" / "results.json").read_text())["temperature"] == remote["temperature"]
+  lines = [json.loads(line) for line in (bucket / "w" / "metrics.jsonl").read_text().splitlines()]
+  assert len(lines) == len((tmp_path / "w" / "metrics.jsonl").read_text().splitlines())
+  assert {line["event"] for line in lines} == {"cv", "fit", "final"}
+  assert (bucket / "w" / "plots" / "cv_curve.png").read_bytes()[:4] == b"\x89PNG"

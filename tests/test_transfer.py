@@ -1,6 +1,7 @@
 """Transfer: few-shot ridge / logistic probes and distribution shift on a tiny tfds dataset the test writes."""
 
 import io
+import json
 
 import jax
 import jax.numpy as jnp
@@ -313,3 +314,32 @@ def test_bad_settings_are_reported(data_dir, stores, tmp_path):
   )
   with pytest.raises(DataError, match="cannot open tfds transfer_blobs/train"):
     transfer.transfer(config, tmp_path / "c")
+
+
+def test_stores_mapping_and_workdir_in_a_bucket_give_the_same_results(data_dir, stores, tmp_path, bucket):
+  """`transfer` with its stores, superclass file and workdir in `gs://` (conftest's in-memory bucket;
+  the tfds data_dir stays on disk: array_record is read by C++): the results of the same run on disk."""
+  mapping = f"{CLASSES[0]} fish\n{CLASSES[1]} fish\n{CLASSES[2]} shark\n{CLASSES[3]} shark\n"
+  (tmp_path / "living.tsv").write_text(mapping)
+  (bucket / "living.tsv").write_text(mapping)
+  remote_stores = []
+  for split, path in stores["separable"].items():
+    ids, x = EmbeddingStore(path).read()
+    remote_stores.append(_write_store(bucket / split / "store", ids, x, root=f"transfer_blobs/{split}"))
+  pair = "transfer_blobs/train->transfer_blobs/test"
+  jobs = dict(fewshot=(pair,), shift=(pair,), breeds=(pair,), shots=(1, 5))
+  local = transfer.transfer(
+    _config(data_dir, stores["separable"].values(), superclasses=str(tmp_path / "living.tsv"), **jobs),
+    tmp_path / "w",
+  )
+  remote = transfer.transfer(
+    _config(data_dir, remote_stores, superclasses=str(bucket / "living.tsv"), **jobs), bucket / "w"
+  )
+  for results in (local, remote):
+    del results["details"]["seconds"]
+  assert remote == local
+  assert remote["fewshot"]["transfer_blobs"]["ridge"]["5"]["mean"] == 1.0
+  assert remote["details"]["shift"]["transfer_blobs:breeds_living"]["superclasses"] == ["fish", "shark"]
+  written = json.loads((bucket / "w" / "results.json").read_text())
+  assert written["fewshot"] == remote["fewshot"] and written["shift"] == remote["shift"]
+  assert json.loads((bucket / "w" / "config.json").read_text())["superclasses"] == "gs://bucket/living.tsv"
