@@ -191,12 +191,6 @@ def transformers_config(name: str, backbone) -> dict:
 # -- The export ----------------------------------------------------------------------------------
 
 
-def _absolute(path: str | os.PathLike) -> epath.Path:
-  """A local path made absolute; a URL as it is (`epath`'s `absolute()` would prefix the cwd)."""
-  path = paths.as_path(path)
-  return path.absolute() if paths.is_local(path) else path
-
-
 def _check_target(workdir: epath.Path, run: epath.Path, overwrite: bool) -> None:
   if run == workdir or workdir in run.parents:
     raise DataError(workdir, f"the export folder holds the run {run}; choose another workdir")
@@ -316,7 +310,7 @@ def export_student(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   `workdir` (see the module docstring); returns a summary."""
   if not config.run:
     raise DataError(None, "config.run: set it to a finetune workdir")
-  run, workdir = _absolute(config.run), _absolute(workdir)
+  run, workdir = paths.absolute(config.run), paths.absolute(workdir)
   _check_target(workdir, run, config.overwrite)
   # The backbone is checked before the model is read (StudentEncoder refuses what is not a run).
   run_config = run / "config.json"

@@ -50,7 +50,7 @@ from aligned.data.image_cache import ImageCache, check_image_cache, describe_sou
 from aligned.data.items import TEXT_SOURCES, ImageFolderSource, TfdsSource, text_source
 from aligned.distributed import data_mesh
 from aligned.embedding_store import EmbeddingStore
-from aligned.paths import as_path, is_local
+from aligned.paths import absolute, as_path
 from aligned.progress import Progress
 
 SOURCES = (*TEXT_SOURCES, "image_folder", "things_images", "tfds")
@@ -139,16 +139,11 @@ def _student(config) -> StudentEncoder | None:
   return StudentEncoder(config.student, config.get("student_output", "head"), None if step < 0 else step)
 
 
-def _absolute(path) -> str:
-  """A local path made absolute; a URL as it is (`epath`'s `absolute()` would prefix the cwd)."""
-  return str(as_path(path).absolute() if is_local(path) else path)
-
-
 def _describe_backbone(config, encoder, layer: str) -> dict:
   if isinstance(encoder, StudentEncoder):
     return {
       "backbone": f"student:{encoder.config['backbone']}",
-      "checkpoint": _absolute(encoder.checkpoint),
+      "checkpoint": os.fspath(absolute(encoder.checkpoint)),
       "layer": f"student {encoder.output} output",
       "student": encoder.describe(),
     }

@@ -22,6 +22,7 @@ not `fsspec`).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pathlib
 import re
@@ -107,6 +108,12 @@ def check_urls(config: Mapping | None, workdir: PathLike | None = None) -> None:
       check_scheme(node, prefix)
 
   walk(config or {}, "")
+
+
+def open_text(path: PathLike, encoding: str = "utf-8", newline: str | None = None) -> io.TextIOWrapper:
+  """A text file for reading, local or in a bucket, with `encoding` and `newline` honoured as by `open`
+  (`epath`'s own text mode ignores `newline`, and reads `utf-8-sig` as plain UTF-8 on a bucket)."""
+  return io.TextIOWrapper(as_path(path).open("rb"), encoding=encoding, newline=newline)
 
 
 def load_npy(path: PathLike, mmap: bool = False) -> np.ndarray:

@@ -7,7 +7,6 @@ A file does not say which object order its rows follow; the caller does (`order=
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Literal
 
@@ -18,7 +17,7 @@ from aligned.artifacts import save_npy
 from aligned.data import things
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
-from aligned.paths import as_path, load_npy
+from aligned.paths import as_path, load_npy, open_text
 
 Order = Literal["sorted", "raw"]
 
@@ -31,7 +30,7 @@ def _read_array(path: epath.Path) -> np.ndarray:
       raise DataError(path, f"cannot read as a plain numeric .npy ({e})") from None
   if path.suffix in (".txt", ".tsv", ".csv"):
     rows = []
-    with io.TextIOWrapper(path.open("rb"), encoding="utf-8") as f:
+    with open_text(path, encoding="utf-8") as f:
       for row, line in enumerate(f, start=1):
         fields = line.replace(",", " ").split()
         if not fields:
@@ -104,7 +103,7 @@ def read_thingsvision(
     if not path.is_file():
       raise DataError(path, "not found" if not path.exists() else "not a file")
   array = validate_embeddings(_read_array(features), features)
-  with io.TextIOWrapper(file_names.open("rb"), encoding="utf-8") as f:
+  with open_text(file_names, encoding="utf-8") as f:
     names = [line.strip() for line in f]
   while names and not names[-1]:
     names.pop()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import os
 from collections import Counter
 
@@ -36,7 +35,7 @@ from aligned.data import embeddings as embeddings_io
 from aligned.data.triplets import HumanTriplets, aggregate_responses
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
-from aligned.paths import as_path
+from aligned.paths import as_path, open_text
 
 LEVELS = ("between_class", "within_class", "class_boundary")
 LEVEL_NAMES = {"between_class": "global", "within_class": "local", "class_boundary": "class boundary"}
@@ -53,7 +52,7 @@ def file_name(path: str) -> str:
 
 
 def _read_csv(path: str | os.PathLike, required: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
-  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8-sig", newline="") as f:
+  with open_text(path, encoding="utf-8-sig", newline="") as f:
     rows = list(csv.reader(f))
   if not rows:
     raise DataError(path, "empty file")

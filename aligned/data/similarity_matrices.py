@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import os
 import re
 from typing import Literal
@@ -22,7 +21,7 @@ from etils import epath
 
 from aligned.data import things
 from aligned.errors import DataError
-from aligned.paths import as_path, load_npy
+from aligned.paths import as_path, load_npy, open_text
 
 Kind = Literal["auto", "similarity", "dissimilarity"]
 _IMAGE_SUFFIX = re.compile(r"_\d+[a-z]?\.(jpe?g|png)$", re.IGNORECASE)
@@ -58,7 +57,7 @@ def read_object_ids(path: str | os.PathLike) -> tuple[str, ...]:
   """THINGS concept ids in file order, from an `image_name` CSV column or one id per line."""
   path = as_path(path)
   if path.suffix == ".csv":
-    with io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="") as f:
+    with open_text(path, encoding="utf-8", newline="") as f:
       rows = list(csv.DictReader(f))
     if not rows or "image_name" not in rows[0]:
       raise DataError(path, "expected an 'image_name' column", row=1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import io
 import os
 import pathlib
 import re
@@ -21,7 +20,7 @@ import numpy as np
 
 from aligned.data.cache import data_path
 from aligned.errors import DataError
-from aligned.paths import as_path
+from aligned.paths import as_path, open_text
 
 N_OBJECTS = 1854
 
@@ -59,7 +58,7 @@ class ThingsConcepts:
 
 
 def _read_lines(path: os.PathLike) -> list[str]:
-  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8") as f:
+  with open_text(path, encoding="utf-8") as f:
     return [line.rstrip("\r\n") for line in f]
 
 
@@ -113,7 +112,7 @@ def load_concepts(root: str | os.PathLike | None = None) -> ThingsConcepts:
   ids = load_unique_ids(folder("things/unique_id.txt"))
 
   concepts_path = folder("things/things_concepts.tsv")
-  with io.TextIOWrapper(concepts_path.open("rb"), encoding="utf-8", newline="") as f:
+  with open_text(concepts_path, encoding="utf-8", newline="") as f:
     rows = list(csv.reader(f, delimiter="\t"))
   header, body = rows[0], [r for r in rows[1:] if r]
   columns = {name: i for i, name in enumerate(header)}

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import os
 
 import numpy as np
 
 from aligned.data.cache import data_path
 from aligned.errors import DataError
-from aligned.paths import as_path
+from aligned.paths import as_path, open_text
 
 PHYSICAL_ENTITY = "n00001930"
 
@@ -47,7 +46,7 @@ class Synset:
 
 def _lexnames(path: os.PathLike) -> dict[int, str]:
   names = {}
-  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8") as f:
+  with open_text(path, encoding="utf-8") as f:
     for row, line in enumerate(f, start=1):
       fields = line.split()
       if len(fields) != 3 or not fields[0].isdigit():
@@ -59,7 +58,7 @@ def _lexnames(path: os.PathLike) -> dict[int, str]:
 def parse_data_noun(path: str | os.PathLike, lexnames: dict[int, str]) -> dict[str, Synset]:
   """{id: Synset} of every synset of a `data.noun` file; a DataError naming the line if malformed."""
   synsets = {}
-  with io.TextIOWrapper(as_path(path).open("rb"), encoding="utf-8") as f:
+  with open_text(path, encoding="utf-8") as f:
     for row, line in enumerate(f, start=1):
       if line.startswith("  "):  # license header
         continue
