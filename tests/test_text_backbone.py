@@ -1,8 +1,12 @@
 """The MiniLM sentence encoder against the PyTorch transformers implementation on the real weights."""
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 import transformers
+from safetensors.numpy import load_file, save_file
 
 from aligned.backbones import load_text_backbone
 from aligned.backbones.text import SentenceEncoder, minilm_checkpoint
@@ -61,17 +65,52 @@ def test_bad_checkpoints_and_inputs(tmp_path, encoder):
     load_text_backbone("gpt")
 
 
+def _minilm_copy(folder, edit):
+  """The real MiniLM folder with its weights changed by `edit(tensors)` (PyTorch names, safetensors)."""
+  folder.mkdir()
+  source = minilm_checkpoint()
+  for name in ("config.json", "sentence_bert_config.json", *TOKENIZER_FILES):
+    shutil.copy(source / name, folder / name)
+  tensors = load_file(source / "model.safetensors")
+  edit(tensors)
+  save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+  return folder
+
+
+def test_missing_or_unused_weights_are_refused_naming_the_folder_and_tensors(tmp_path):
+  # transformers would fill a missing weight with random values, and drop an unused tensor, logging only.
+  missing = _minilm_copy(tmp_path / "missing", lambda t: t.pop("encoder.layer.3.attention.self.query.weight"))
+  with pytest.raises(
+    DataError,
+    match=re.escape(f"{missing}/model.safetensors: 1 weights of FlaxBertModel missing ")
+    + r".*: encoder\.layer\.3\.attention\.self\.query\.kernel$",
+  ):
+    SentenceEncoder(missing)
+  # a seventh layer that config.json (6 layers) has no place for, and a stray tensor
+  extra = {"encoder.layer.6.output.dense.bias": np.zeros(384, np.float32), "stray": np.ones(2, np.float32)}
+  unused = _minilm_copy(tmp_path / "unused", lambda t: t.update(extra))
+  with pytest.raises(
+    DataError,
+    match=re.escape(f"{unused}/model.safetensors: 2 tensors not used by FlaxBertModel ")
+    + r".*: encoder\.layer\.6\.output\.dense\.bias, stray",
+  ):
+    SentenceEncoder(unused)
+  # the real folder's buffer (embeddings.position_ids, not a weight) is not an unused tensor
+  assert "embeddings.position_ids" in load_file(minilm_checkpoint() / "model.safetensors")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
 def test_tiny_random_bert_matches_pytorch(tmp_path):
   """The same check on random weights of another shape: our loader and pooling, not one checkpoint."""
-  import shutil
-
   torch.manual_seed(0)
   config = transformers.BertConfig(
     vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
   )
-  model = transformers.BertModel(config, add_pooling_layer=False).eval()
+  model = transformers.BertModel(config).eval()  # with its pooler: FlaxBertModel has one (unused here)
   model.save_pretrained(tmp_path, safe_serialization=True)
-  for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+  for name in TOKENIZER_FILES:
     shutil.copy(minilm_checkpoint() / name, tmp_path / name)
   encoder = SentenceEncoder(tmp_path, max_length=64)
   ours = encoder.encode(TEXTS)

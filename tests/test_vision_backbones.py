@@ -93,6 +93,36 @@ def test_mismatched_checkpoints_are_refused(tiny, tmp_path):
       load_image_backbone(kind, str(broken))
 
 
+def test_unused_tensors_are_refused_naming_them(tiny, tmp_path):
+  # A third block that config.json (2 layers) has no place for: transformers would drop it, logging only.
+  kind, _, folder = tiny
+  tensors = load_file(folder / "model.safetensors")
+  layer = {"siglip": "encoder.layers.", "clip": "encoder.layers."}.get(kind, "encoder.layer.")
+  third = {k.replace(f"{layer}1.", f"{layer}2."): v for k, v in tensors.items() if f"{layer}1." in k}
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / "config.json").write_text((folder / "config.json").read_text())
+  save_file({**tensors, **third}, broken / "model.safetensors", metadata={"format": "pt"})
+  with pytest.raises(
+    DataError, match=rf"{broken}/model.safetensors: {len(third)} tensors not used by .*{layer}2\."
+  ):
+    load_image_backbone(kind, str(broken))
+
+
+def test_a_full_clip_checkpoint_gives_its_vision_tower(tmp_path):
+  # The text tower and projections of a CLIPModel folder are the parts the vision backbone leaves out.
+  torch.manual_seed(0)
+  text = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 37}
+  config = transformers.CLIPConfig(vision_config=TINY, text_config=text, projection_dim=16)
+  model = transformers.CLIPModel(config).eval()
+  model.save_pretrained(tmp_path, safe_serialization=True)
+  encoder = load_image_backbone("clip", str(tmp_path))
+  images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    reference = model.vision_model(pixel_values=torch.from_numpy(images).permute(0, 3, 1, 2)).pooler_output
+  assert np.abs(np.asarray(encoder.apply(encoder.params, images)) - reference.numpy()).max() < 1e-4
+
+
 def test_registry_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown image backbone"):
     load_image_backbone("resnet", str(tmp_path))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aligned.backbones.hf_weights import BUFFERS
 from aligned.errors import DataError
 from aligned.paths import as_path, local_copy
 
@@ -128,6 +129,19 @@ class SiglipVision(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
+class _Recorded(dict):
+  """A dict of tensors that records which names were read."""
+
+  def __init__(self, tensors):
+    super().__init__(tensors)
+    self.read: set[str] = set()
+
+  def __getitem__(self, name):
+    value = super().__getitem__(name)
+    self.read.add(name)
+    return value
+
+
 def _linear(tensors, prefix):
   return {"kernel": tensors[f"{prefix}.weight"].T, "bias": tensors[f"{prefix}.bias"]}
 
@@ -141,8 +155,10 @@ def _mlp(tensors, prefix):
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], config: SiglipConfig, path: str = "<checkpoint>") -> dict:
-  """Maps HF tensor names (`vision_model.` prefixed) to this module's parameter tree."""
+  """Maps HF tensor names (`vision_model.` prefixed) to this module's parameter tree; a `vision_model.`
+  tensor left unused (e.g. a layer that config.json does not have) is refused, as a missing one is."""
   p = "vision_model"
+  tensors = _Recorded(tensors)
   try:
     params = {
       "patch_embedding": {
@@ -179,6 +195,18 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: SiglipConfig, path: s
     }
   except KeyError as e:
     raise DataError(path, f"missing tensor {e.args[0]!r} (is this a SigLIP vision checkpoint?)") from None
+  unused = sorted(
+    k
+    for k in tensors
+    if k.startswith(f"{p}.") and k not in tensors.read and k.rsplit(".", 1)[-1] not in BUFFERS
+  )
+  if unused:  # the text tower of a full SiglipModel checkpoint is outside `vision_model.`
+    more = f" (+{len(unused) - 5} more)" if len(unused) > 5 else ""
+    raise DataError(
+      path,
+      f"{len(unused)} tensors not used by the SigLIP vision tower (a config.json that does not describe "
+      f"these weights?): {', '.join(unused[:5])}{more}",
+    )
   expected = jax.eval_shape(
     SiglipVision(config).init, jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3))
   )["params"]

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from aligned.backbones.hf_weights import load_pretrained
 from aligned.errors import DataError
 from aligned.paths import require_local
 
@@ -62,7 +63,8 @@ class SentenceEncoder:
       max_length = json.loads(st_config.read_text())["max_seq_length"] if st_config.exists() else 512
     self.max_length = max_length
     self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, local_files_only=True)
-    model = FlaxBertModel.from_pretrained(self.checkpoint, from_pt=True, local_files_only=True, dtype=dtype)
+    # every weight from the checkpoint, every tensor of it used (transformers would fill in random ones)
+    model = load_pretrained(FlaxBertModel, self.checkpoint, dtype)
     self.module, self.params = model.module, model.params
     self.dim = model.config.hidden_size
 

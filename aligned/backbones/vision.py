@@ -10,40 +10,24 @@ Inputs are [b, h, w, 3] float images already preprocessed (see `aligned.backbone
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
 
 import jax
 import jax.numpy as jnp
 
+from aligned.backbones.hf_weights import load_pretrained
 from aligned.errors import DataError
 from aligned.paths import as_path, require_local
 
-
-@contextlib.contextmanager
-def _newly_initialized_warnings():
-  """Collects transformers' "... newly initialized ..." warnings while a model loads."""
-  logger = logging.getLogger("transformers.modeling_flax_utils")
-  found: list[str] = []
-
-  class Collect(logging.Handler):
-    def emit(self, record):
-      if "newly initialized" in record.getMessage():
-        found.append(record.getMessage())
-
-  handler, level = Collect(), logger.level
-  logger.addHandler(handler)
-  logger.setLevel(logging.WARNING)
-  try:
-    yield found
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 _MODELS = {"vit": "FlaxViTModel", "clip": "FlaxCLIPVisionModel", "dinov2": "FlaxDinov2Model"}
+# Parts of a larger checkpoint the pooled vision model does not contain: a classifier head, or the text
+# tower and projections of a full CLIP checkpoint. Any other unused tensor is refused.
+_UNUSED_OK = {
+  "vit": ("classifier",),
+  "clip": ("text_model", "text_projection", "visual_projection", "logit_scale"),
+  "dinov2": ("classifier",),
+}
 
 
 class HFVisionEncoder:
@@ -64,16 +48,8 @@ class HFVisionEncoder:
     for needed in ("config.json", "model.safetensors"):
       if not (self.checkpoint / needed).exists():
         raise DataError(self.checkpoint / needed, "missing checkpoint file")
-    model_class = getattr(transformers, _MODELS[kind])
-    with _newly_initialized_warnings() as warnings:
-      try:
-        model = model_class.from_pretrained(self.checkpoint, from_pt=True, local_files_only=True, dtype=dtype)
-      except (ValueError, KeyError, OSError) as e:
-        raise DataError(self.checkpoint, f"cannot load as {_MODELS[kind]}: {e}") from None
-    if warnings:  # transformers fills missing weights with random values and only logs it
-      raise DataError(
-        self.checkpoint / "model.safetensors", f"weights missing or mismatched: {warnings[0][:300]}"
-      )
+    # every weight from the checkpoint, and every tensor used but those of another part (_UNUSED_OK)
+    model = load_pretrained(getattr(transformers, _MODELS[kind]), self.checkpoint, dtype, _UNUSED_OK[kind])
     self.module, self.params, self.config = model.module, model.params, model.config
     self.dim = model.config.hidden_size
     self.image_size = model.config.image_size
