@@ -266,6 +266,41 @@ def test_files_of_another_item_set_are_refused(tmp_path):
     build.check_item_ids(path, shifted)
 
 
+def test_human_eval_images_are_the_concepts_in_sorted_order_whatever_the_file_order(tmp_path, data_dir):
+  from PIL import Image
+
+  from aligned.configs import finetune as finetune_config
+  from aligned.data import things
+
+  ids = things.load_unique_ids()
+  folder = tmp_path / "things"
+  for i, concept in enumerate(ids):  # concept i's image is one flat colour that encodes i
+    path = folder / (f"{concept}.png" if i % 2 else f"{concept}/{concept}_01b.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((4, 4, 3), [i % 256, i // 256, 7], np.uint8)).save(path)
+  config = finetune_config.get_config("smoke")
+  config.human_eval.triplets = str(data_dir / "things" / "2171trials_humans.txt")
+  config.human_eval.image_folder = str(folder)
+  items = build.things_items(config, None, "image")
+  assert len(items) == 1854
+  # item i is concept i, also where sorted file names disagree (camera1.png < camera_lens/...)
+  lens = ids.index("camera_lens")
+  assert lens < ids.index("camera1") and items.source.ids[lens].startswith("camera_lens/")
+  got = items.load(np.array([0, lens, 1853]))["image"][:, 0, 0] * 255
+  np.testing.assert_allclose(got, [[i % 256, i // 256, 7] for i in (0, lens, 1853)], atol=1e-3)
+
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "unicorn.png")  # of no concept
+  with pytest.raises(DataError, match=r"row \d+: image 'unicorn.png' is not of a THINGS concept"):
+    build.things_items(config, None, "image")
+  (folder / "unicorn.png").rename(folder / "aardvark_02b.png")  # aardvark twice
+  with pytest.raises(DataError, match=r"image 'aardvark_02b.png' is a second image of concept aardvark"):
+    build.things_items(config, None, "image")
+  (folder / "aardvark_02b.png").unlink()
+  (folder / "zebra.png").unlink()
+  with pytest.raises(DataError, match=r"1 THINGS concepts have no image, e.g. zebra"):
+    build.things_items(config, None, "image")
+
+
 def test_a_resumed_run_may_change_how_inputs_are_read_but_not_what_they_are(tmp_path):
   from aligned.configs import finetune as finetune_config
 

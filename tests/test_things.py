@@ -100,6 +100,32 @@ def test_an_unknown_image_or_a_concept_without_images_is_refused(data_dir):
     things.concept_means(paths, features)
 
 
+def test_the_same_image_twice_is_refused_naming_both_files(data_dir):
+  ids, rng = things.load_unique_ids(), np.random.default_rng(3)
+  paths = _image_paths(ids, rng)
+  again = paths[5].replace(".jpg", ".png")  # the same image in another format: it would count double
+  with pytest.raises(DataError, match=rf"row 7: image '{again}' is '{paths[5]}' again"):
+    things.concept_means([*paths[:6], again, *paths[6:]], np.zeros((len(paths) + 1, 2)))
+
+
+def test_one_image_per_concept_orders_by_concept_not_by_file_name(data_dir):
+  ids = things.load_unique_ids()
+  # flat and per-concept-folder names mixed, in Python's sorted order of file names, which is not the
+  # sorted THINGS order (camera1 < camera_lens as strings; camera_lens is first in THINGS)
+  paths = sorted(f"{c}.png" if i % 2 else f"{c}/{c}_01b.jpg" for i, c in enumerate(ids))
+  assert paths.index("camera1.png") < paths.index("camera_lens/camera_lens_01b.jpg")
+  order = things.one_image_per_concept(paths, where="human")
+  assert [things.concept_of_image(paths[k], ids) for k in order] == list(ids)
+  with pytest.raises(DataError, match=r"human, row 3: image 'unicorn.png' is not of a THINGS concept"):
+    things.one_image_per_concept([*paths[:2], "unicorn.png", *paths[2:]], where="human")
+  with pytest.raises(
+    DataError, match=r"human, row 3: image 'aardvark_02b.jpg' is a second image of concept aardvark \(after"
+  ):
+    things.one_image_per_concept([*paths[:2], "aardvark_02b.jpg", *paths[2:]], where="human")
+  with pytest.raises(DataError, match="human: 1 THINGS concepts have no image, e.g. zucchini"):
+    things.one_image_per_concept([p for p in paths if "zucchini" not in p], where="human")
+
+
 @pytest.mark.slow
 def test_things_concepts_command_writes_means_or_nothing(tmp_path, data_dir):
   import os

@@ -91,7 +91,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.human_eval.triplets = str(data_dir() / "things" / "2171trials_humans.txt")
   config.human_eval.format = "odd_last"
   config.human_eval.template = ""  # text students: THINGS texts (default: data.template)
-  config.human_eval.image_folder = ""  # image students: 1,854 THINGS images, one per concept, sorted
+  config.human_eval.image_folder = ""  # image students: 1,854 THINGS images, one per concept named by its id
 
   config.distributed = ml_collections.ConfigDict(
     {"coordinator": "", "num_processes": 1, "process_id": 0, "auto": False}

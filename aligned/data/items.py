@@ -101,10 +101,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 class ImageFolderSource:
-  """Images under a folder; item i is the i-th relative path in sorted order (its id)."""
+  """Images under a folder; item i is the i-th relative path in sorted order (its id), or the i-th of
+  `ids` (relative paths under `root`, e.g. the same images in another order)."""
 
-  def __init__(self, root: str | os.PathLike):
-    self.root, self.ids = as_path(root), image_folder_items(root)
+  def __init__(self, root: str | os.PathLike, ids=None):
+    self.root = as_path(root)
+    self.ids = image_folder_items(root) if ids is None else np.asarray(ids, dtype=str)
 
   def __len__(self) -> int:
     return len(self.ids)

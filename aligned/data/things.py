@@ -184,13 +184,15 @@ def image_concepts(
 ) -> tuple[np.ndarray, np.ndarray]:
   """([n] sorted concept index of each image path, [1854] images per concept).
 
-  Every image must show a concept (`concept_of_image`) and every concept must have an image;
-  otherwise a DataError names the first offending path (its row) or the missing concepts.
+  Every image must show a concept (`concept_of_image`), no image may come twice (the same file stem
+  under the same concept, e.g. as .jpg and .png), and every concept must have an image; otherwise a
+  DataError names the first offending path (its row) or the missing concepts.
   """
   ids = load_unique_ids() if ids is None else ids
   position = {concept_id: i for i, concept_id in enumerate(ids)}
   known = set(ids)
   rows = np.empty(len(paths), np.int64)
+  seen: dict[tuple[str, str], str] = {}  # (concept, file stem) -> the first path
   for row, path in enumerate(paths):
     concept = concept_of_image(str(path), known)
     if concept is None:
@@ -200,12 +202,44 @@ def image_concepts(
         "concept id, e.g. aardvark/aardvark_01b.jpg)",
         row=row + 1,
       )
+    key = (concept, pathlib.PurePosixPath(str(path).replace("\\", "/")).stem)
+    if key in seen:  # the same image twice (another extension, or a copy elsewhere): it would count double
+      raise DataError(
+        where, f"image {str(path)!r} is {seen[key]!r} again (concept {concept}, image {key[1]})", row=row + 1
+      )
+    seen[key] = str(path)
     rows[row] = position[concept]
   counts = np.bincount(rows, minlength=len(ids))
   if (counts == 0).any():
     missing = [ids[i] for i in np.flatnonzero(counts == 0)]
     raise DataError(where, f"{len(missing)} THINGS concepts have no image, e.g. {', '.join(missing[:5])}")
   return rows, counts
+
+
+def one_image_per_concept(
+  paths, ids: tuple[str, ...] | None = None, where: str | os.PathLike = "<images>"
+) -> np.ndarray:
+  """[1854] the position in `paths` of each concept's one image, in sorted THINGS order.
+
+  For a set of exactly one image per concept (the triplet task's images, a student's human
+  evaluation): the concept of a path is `concept_of_image`'s, whatever the order of the paths (sorted
+  file names are not the sorted THINGS order: `camera_lens` comes before `camera1` there). A DataError
+  names an image of no concept (its row), a concept's second image (both files), or the concepts
+  without one.
+  """
+  ids = load_unique_ids() if ids is None else ids
+  rows, _ = image_concepts(paths, ids, where)
+  order = np.full(len(ids), -1, np.int64)
+  for row, concept in enumerate(rows):
+    if order[concept] >= 0:
+      raise DataError(
+        where,
+        f"image {str(paths[row])!r} is a second image of concept {ids[concept]} (after "
+        f"{str(paths[order[concept]])!r}): one image per concept expected",
+        row=row + 1,
+      )
+    order[concept] = row
+  return order
 
 
 def concept_means(

@@ -24,6 +24,7 @@ from aligned import artifacts, distributed, evaluators, odd_one_out, uncertainty
 from aligned.backbones import build_backbone
 from aligned.backbones.student import ARCHITECTURE_FILE, Student, architecture, checkpoint_folder
 from aligned.data import items as item_sources
+from aligned.data import things
 from aligned.data import triplets as triplets_io
 from aligned.data.alignet_files import alignet_path, read_alignet
 from aligned.data.image_cache import ImageCache, check_image_cache
@@ -138,10 +139,10 @@ def things_items(config, backbone, kind: str):
     return None
   if kind == "text":
     return item_sources.TextItems(item_sources.things_texts(h.template or config.data.template)[1], backbone)
-  if h.image_folder:  # one image per THINGS concept, files sorted in the sorted THINGS order
-    source = item_sources.ImageFolderSource(h.image_folder)
-    if len(source) != 1854:
-      raise DataError(h.image_folder, f"expected 1854 THINGS images (one per concept), found {len(source)}")
+  if h.image_folder:  # one image per THINGS concept, named by its id: item i = concept i (sorted order)
+    paths = item_sources.image_folder_items(h.image_folder)
+    order = things.one_image_per_concept(paths, where=h.image_folder)
+    source = item_sources.ImageFolderSource(h.image_folder, ids=paths[order])
     size = config.data.image_size or backbone.image_size
     return item_sources.ImageItems(source, size, "none", workers=config.data.workers)
   return None
