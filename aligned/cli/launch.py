@@ -4,23 +4,34 @@ exit code 2, a summary line.
 `--config` takes a config file (`path/to/my_config.py[:VARIANT]`) or the name of a config shipped in
 `aligned.configs` (`extract`, `demo:images`, `finetune.py:smoke`; the checkout spelling
 `configs/NAME.py[:VARIANT]` still works). A name that is neither is refused with the list of names.
+
+The job runs holding the workdir's lock (`aligned.workdir_lock`): a second command on a workdir that a
+live run uses is refused with exit code 2 before its job starts. In a multi-process run only process 0
+takes it; with `distributed.auto` no process knows its index before JAX starts, so none takes it.
 """
 
+import contextlib
+import os
 import pathlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from absl import app, logging
 
 from aligned import configs
 from aligned.errors import DataError
 from aligned.paths import as_path, check_urls
+from aligned.workdir_lock import WorkdirLock
 
 # Bad input and bad settings end the run with `error: ...` and exit code 2, never a traceback.
 USER_ERRORS = (DataError, FileNotFoundError, ValueError, FloatingPointError)
 
 CONFIG_DIR = pathlib.Path(configs.__file__).parent  # local: the package's own files
 _NOT_CONFIGS = ("__init__", "common")
+# Jobs that replace their workdir whole (the export renames a staged folder onto it, or empties it in a
+# bucket): a lock file inside it would be moved or deleted with it, and would make it look not empty.
+_REPLACES_WORKDIR = ("export_student",)
 
 
 def packaged_configs() -> list[str]:
@@ -76,11 +87,63 @@ def start(main: Callable) -> None:
   app.run(main, argv=argv)
 
 
+def takes_workdir_lock(config) -> bool:
+  """Whether this process takes the workdir lock: yes, unless it is not process 0 of a multi-process
+  run (`distributed.num_processes` > 1, or generation's `process_count` > 1) or the processes are
+  found by JAX (`distributed.auto`: the index is known only after `jax.distributed` starts)."""
+  get = getattr(config, "get", None)
+  if get is None:
+    return True
+  distributed = get("distributed") or {}
+  if distributed.get("auto", False):
+    return False
+  if distributed.get("num_processes", 1) > 1:
+    return distributed.get("process_id", 0) == 0
+  if (get("process_count") or 0) > 1:
+    return (get("process_index") or 0) == 0
+  return True
+
+
+@contextlib.contextmanager
+def _released_on_sigterm(lock: WorkdirLock) -> Iterator[None]:
+  """While the block runs, SIGTERM releases the lock, then ends the process as SIGTERM would have (a job
+  with its own handler, the student's checkpointing one, replaces this one while it runs)."""
+
+  def handle(signum, frame):
+    lock.release()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  previous = None
+  if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # someone else's handler: left alone
+    try:
+      previous = signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread (some notebook runners): no handler
+      pass
+  try:
+    yield
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def workdir_lock(job: Callable, config, workdir: str) -> Iterator[None]:
+  """The job's workdir lock for the block (none on processes other than 0, none for an export)."""
+  if getattr(job, "__name__", "") in _REPLACES_WORKDIR or not takes_workdir_lock(config):
+    yield
+    return
+  lock = WorkdirLock(workdir)
+  with _released_on_sigterm(lock), lock:  # the handler first: a SIGTERM right after the lock releases it
+    yield
+
+
 def run_job(job: Callable, summarize: Callable[[dict], str], config, workdir: str) -> dict:
   logging.set_verbosity(logging.WARNING)  # keep the output readable (no backend-probing chatter)
   try:
     check_urls(config.to_dict() if hasattr(config, "to_dict") else config, workdir)
-    results = job(config, workdir)
+    with workdir_lock(job, config, workdir):
+      results = job(config, workdir)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
