@@ -12,7 +12,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/export", "the export folder (wri
 
 def main(argv):
   del argv
-  run_job(export_student, format_results, _CONFIG.value, _WORKDIR.value)
+  # no workdir lock: the export replaces its folder whole (a lock file inside would go with it)
+  run_job(export_student, format_results, _CONFIG.value, _WORKDIR.value, lock=False)
 
 
 def run():

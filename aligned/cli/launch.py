@@ -8,6 +8,7 @@ exit code 2, a summary line.
 The job runs holding the workdir's lock (`aligned.workdir_lock`): a second command on a workdir that a
 live run uses is refused with exit code 2 before its job starts. In a multi-process run only process 0
 takes it; with `distributed.auto` no process knows its index before JAX starts, so none takes it.
+The export takes none (`lock=False`): it replaces its folder whole.
 """
 
 import contextlib
@@ -29,9 +30,6 @@ USER_ERRORS = (DataError, FileNotFoundError, ValueError, FloatingPointError)
 
 CONFIG_DIR = pathlib.Path(configs.__file__).parent  # local: the package's own files
 _NOT_CONFIGS = ("__init__", "common")
-# Jobs that replace their workdir whole (the export renames a staged folder onto it, or empties it in a
-# bucket): a lock file inside it would be moved or deleted with it, and would make it look not empty.
-_REPLACES_WORKDIR = ("export_student",)
 
 
 def packaged_configs() -> list[str]:
@@ -128,9 +126,9 @@ def _released_on_sigterm(lock: WorkdirLock) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def workdir_lock(job: Callable, config, workdir: str) -> Iterator[None]:
-  """The job's workdir lock for the block (none on processes other than 0, none for an export)."""
-  if getattr(job, "__name__", "") in _REPLACES_WORKDIR or not takes_workdir_lock(config):
+def workdir_lock(config, workdir: str, lock: bool = True) -> Iterator[None]:
+  """The job's workdir lock for the block (none when `lock` is False or on processes other than 0)."""
+  if not lock or not takes_workdir_lock(config):
     yield
     return
   lock = WorkdirLock(workdir)
@@ -138,11 +136,14 @@ def workdir_lock(job: Callable, config, workdir: str) -> Iterator[None]:
     yield
 
 
-def run_job(job: Callable, summarize: Callable[[dict], str], config, workdir: str) -> dict:
+def run_job(job: Callable, summarize: Callable[[dict], str], config, workdir: str, lock: bool = True) -> dict:
+  """Runs `job(config, workdir)` as a command: URLs checked, the workdir locked (unless `lock` is False:
+  a job that replaces its workdir whole, as the export does, would move or delete a lock file inside
+  it), bad input as one line and exit code 2, then the summary."""
   logging.set_verbosity(logging.WARNING)  # keep the output readable (no backend-probing chatter)
   try:
     check_urls(config.to_dict() if hasattr(config, "to_dict") else config, workdir)
-    with workdir_lock(job, config, workdir):
+    with workdir_lock(config, workdir, lock):
       results = job(config, workdir)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
