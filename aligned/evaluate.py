@@ -148,7 +148,9 @@ def _things_results(config, transform) -> tuple[dict, dict]:
   if transform is not None:
     embeddings = np.asarray(transform(embeddings, source=config.embeddings))
 
-  human = triplets_io.read_triplets(config.triplets, config.triplets_format, n_objects=len(embeddings))
+  human = triplets_io.read_triplets(
+    config.triplets, config.triplets_format, n_objects=len(embeddings), index_base=config.get("index_base")
+  )
   evaluator = HumanTripletEvaluator(human, fixed(embeddings), config.similarity, config.temperature)
   sims = evaluator.similarities(embeddings)
   hits = metrics.response_hits(sims, human.counts)

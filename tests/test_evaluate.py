@@ -11,6 +11,7 @@ import pytest
 from aligned import evaluate as evaluate_lib
 from aligned.configs import evaluate as evaluate_config
 from aligned.data import things
+from aligned.errors import DataError
 from tests.conftest import REPO
 
 
@@ -79,11 +80,30 @@ def test_mixing_object_orders_lowers_accuracy_on_moved_objects(tmp_path, data_di
   triplets = np.loadtxt(data_dir / "things" / "2171trials_humans.txt", dtype=int)
   touching = np.isin(triplets, things.moved_objects(s)).any(axis=1)
   np.savetxt(tmp_path / "touching.txt", triplets[touching], fmt="%d")
-  subset = dict(triplets=str(tmp_path / "touching.txt"), embeddings=str(tmp_path / "raw.npy"))
+  subset = dict(triplets=str(tmp_path / "touching.txt"), embeddings=str(tmp_path / "raw.npy"), index_base=0)
   right = evaluate_lib.evaluate(_config(**subset, embeddings_order="raw"), tmp_path / "c")
   wrong = evaluate_lib.evaluate(_config(**subset, embeddings_order="sorted"), tmp_path / "d")
   assert right["n_triplets"] == touching.sum() > 10
   assert wrong["accuracy"] < right["accuracy"] - 0.1
+
+
+def test_a_one_based_triplet_file_is_refused_unless_index_base_says_so(tmp_path, data_dir):
+  rows = np.loadtxt(data_dir / "things" / "2171trials_humans.txt", dtype=int)
+  kept = rows[(rows < 1853).all(axis=1)]  # + 1 stays in range: only the smallest index tells
+  np.savetxt(tmp_path / "zero_based.txt", kept, fmt="%d")
+  np.savetxt(tmp_path / "one_based.txt", kept + 1, fmt="%d")
+  fast = dict(uncertainty_folds=0, categories=False)
+  with pytest.raises(
+    DataError, match=r"one_based.txt: smallest index is 1, not 0: a 1-based file\? set index_base=1"
+  ):
+    evaluate_lib.evaluate(_config(triplets=str(tmp_path / "one_based.txt"), **fast), tmp_path / "a")
+  assert not (tmp_path / "a" / "results.json").exists()
+  stated = evaluate_lib.evaluate(
+    _config(triplets=str(tmp_path / "one_based.txt"), index_base=1, **fast), tmp_path / "b"
+  )
+  plain = evaluate_lib.evaluate(_config(triplets=str(tmp_path / "zero_based.txt"), **fast), tmp_path / "c")
+  assert stated["n_triplets"] == plain["n_triplets"] == len(kept)
+  assert stated["accuracy"] == plain["accuracy"] > 0.6
 
 
 def test_noise_ceiling_file_identity_transform_and_cosine(tmp_path, data_dir):
@@ -126,6 +146,18 @@ def test_noise_ceiling_file_identity_transform_and_cosine(tmp_path, data_dir):
     ("repeated", "1 2 3\n7 7 9\n", {}, "row 2: object repeated"),
     ("one_based", "\n".join(f"{i} {i + 1} {i + 2}" for i in range(1, 1853)), {}, "looks 1-based"),
     ("zero_in_noise_ceiling", "0\t1\t2\t1\t0\n", {"triplets_format": "things_noise_ceiling"}, "1-based"),
+    (
+      "one_based_in_range",
+      "1 2 3\n4 5 6\n",
+      {},
+      "smallest index is 1, not 0: a 1-based file? set index_base=1",
+    ),
+    (
+      "zero_when_stated_one_based",
+      "1 2 3\n0 5 6\n",
+      {"index_base": 1},
+      "row 2: object index 0 out of range [1,",
+    ),
   ],
 )
 def test_bad_triplet_files_fail_with_file_row_and_problem(tmp_path, case, content, overrides, message):

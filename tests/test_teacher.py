@@ -449,6 +449,37 @@ def test_soft_targets_replace_one_hot_responses_by_a_choice_models_probabilities
     training_data(config, x)
 
 
+def test_index_bases_of_training_and_evaluation_files_reach_the_reader(data_dir, tmp_path):
+  from aligned.configs import teacher as teacher_config
+  from aligned.errors import DataError
+  from aligned.teacher.train import training_data
+
+  rows = np.loadtxt(data_dir / "things" / "2171trials_humans.txt", dtype=int)
+  kept = rows[(rows < 1853).all(axis=1)]  # + 1 stays in range: only the smallest index tells
+  np.savetxt(tmp_path / "zero.txt", kept, fmt="%d")
+  np.savetxt(tmp_path / "one.txt", kept + 1, fmt="%d")
+  x = np.zeros((1854, 4), np.float32)
+  config = teacher_config.get_config("smoke")
+  config.triplets = str(tmp_path / "one.txt")
+  with pytest.raises(
+    DataError, match=r"one.txt: smallest index is 1, not 0: a 1-based file\? set index_base=1"
+  ):
+    training_data(config, x)
+  config.index_base = 1
+  stated, _ = training_data(config, x)
+  config.triplets, config.index_base = str(tmp_path / "zero.txt"), None
+  np.testing.assert_array_equal(stated.triplets, training_data(config, x)[0].triplets)
+  # the stand-in excludes the evaluation files' triplets: each read with its own base
+  config.triplets, config.eval_triplets = "", (str(tmp_path / "zero.txt"), str(tmp_path / "one.txt"))
+  with pytest.raises(DataError, match="one.txt: smallest index is 1"):
+    training_data(config, x)
+  config.eval_index_bases = (0, 1)
+  training_data(config, x)
+  config.eval_index_bases = (0, 1, 1)
+  with pytest.raises(ValueError, match="2 eval_triplets but 3 eval_index_bases"):
+    training_data(config, x)
+
+
 def test_embeddings_and_workdir_in_a_bucket_give_the_same_teacher(tmp_path, data_dir, bucket):
   """`fit_teacher` reading its embeddings from and writing its run into `gs://` (conftest's in-memory
   bucket): the transform, results, metrics and CV plot of the same run on disk."""

@@ -240,7 +240,7 @@ def test_duplicates_merge_with_summed_counts(tmp_path):
     [9, 7, 5],  # pair {7, 9}
     [5, 7, 9],  # pair {5, 7}
   ]
-  ht = read_odd_last(_write(tmp_path / "dups.txt", rows, " "))
+  ht = read_odd_last(_write(tmp_path / "dups.txt", rows, " "), index_base=0)  # no object 0: stated
   assert ht.n_triplets == 3
   assert ht.n_responses == len(rows)
   assert [frozenset(t) for t in ht.triplets.tolist()] == [
@@ -275,12 +275,12 @@ def test_tie_is_deterministic(tmp_path):
     ("b.txt", rows[::-1]),
     ("c.txt", [[300, 100, 200], [200, 300, 100]]),
   ):
-    ht = read_odd_last(_write(tmp_path / name, ordered, " "))
+    ht = read_odd_last(_write(tmp_path / name, ordered, " "), index_base=0)
     results.append((ht.triplets.tolist(), ht.counts.tolist()))
   assert results[0] == results[1] == results[2] == ([[100, 300, 200]], [[1, 0, 1]])
 
   # A three-way tie keeps the ascending order (pair 01 first).
-  ht = read_odd_last(_write(tmp_path / "three.txt", [[4, 2, 9], [9, 4, 2], [2, 9, 4]], " "))
+  ht = read_odd_last(_write(tmp_path / "three.txt", [[4, 2, 9], [9, 4, 2], [2, 9, 4]], " "), index_base=0)
   assert ht.triplets.tolist() == [[2, 4, 9]]
   assert ht.counts.tolist() == [[1, 1, 1]]
 
@@ -360,6 +360,43 @@ def test_one_based_hint_only_when_file_looks_one_based(tmp_path):
   assert "1-based" not in info.value.problem
 
 
+def test_a_one_based_file_is_refused_unless_its_base_is_stated(tmp_path):
+  # The real file shifted to 1-based: every index stays below 1854 but for one, so only the smallest
+  # index can tell; the same file without that row is in range and would be read one object off.
+  original = read_odd_last(_data_file("things/2171trials_humans.txt"))
+  rows = np.loadtxt(_data_file("things/2171trials_humans.txt"), dtype=np.int64)
+  kept = rows[(rows < 1853).all(axis=1)]
+  path = _write(tmp_path / "one_based.txt", (kept + 1).tolist(), " ")
+  with pytest.raises(DataError) as info:
+    read_odd_last(path)
+  assert str(info.value) == (
+    f"{path}: smallest index is 1, not 0: a 1-based file? set index_base=1 (index_base=0 if it is "
+    "0-based and holds no object 0)"
+  )
+  with pytest.raises(DataError, match="smallest index is 1, not 0"):
+    read_triplets(path, "odd_last")
+  ht = read_triplets(path, "odd_last", index_base=1)  # stated: converted to 0-based
+  zero_based = read_odd_last(_write(tmp_path / "zero_based.txt", kept.tolist(), " "))
+  np.testing.assert_array_equal(ht.triplets, zero_based.triplets)
+  np.testing.assert_array_equal(ht.counts, zero_based.counts)
+  assert ht.n_triplets == len(kept) and set(map(frozenset, ht.triplets.tolist())) <= set(
+    map(frozenset, original.triplets.tolist())
+  )
+  # index 0 in a file stated 1-based, and 1854 in range only there
+  with pytest.raises(DataError, match=r"row 1: object index 0 out of range \[1, 1855\)"):
+    read_odd_last(_write(tmp_path / "zero.txt", [[0, 1, 2]], " "), index_base=1)
+  assert read_odd_last(_write(tmp_path / "top.txt", [[1854, 1, 2]], " "), index_base=1).triplets.max() == 1853
+  # a 0-based subset without object 0 states its base; unstated it is refused, naming the smallest
+  subset = _write(tmp_path / "subset.txt", [[8, 9, 10], [11, 12, 13]], " ")
+  with pytest.raises(DataError, match=r"smallest index is 8, not 0: state the file's base, index_base=0"):
+    read_odd_last(subset)
+  assert read_odd_last(subset, index_base=0).triplets.min() == 8
+  with pytest.raises(ValueError, match="index_base 2 is not 0 or 1"):
+    read_odd_last(subset, index_base=2)
+  with pytest.raises(ValueError, match="things_noise_ceiling files are 1-based by definition"):
+    read_triplets(subset, "things_noise_ceiling", index_base=0)
+
+
 @pytest.mark.parametrize("fmt", ["odd_last", "things_noise_ceiling"])
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
 def test_empty_file(tmp_path, fmt, content):
@@ -410,7 +447,7 @@ def test_write_then_read_odd_last(tmp_path):
   assert [p.name for p in path.parent.iterdir()] == ["written.txt"]  # no temporary file left
   lines = path.read_text().splitlines()
   assert lines == [" ".join(str(v) for v in row) for row in triplets.tolist()]
-  ht = read_odd_last(path)
+  ht = read_odd_last(path, index_base=0)
   np.testing.assert_array_equal(ht.counts, np.tile([1, 0, 0], (50, 1)))
   np.testing.assert_array_equal(ht.triplets[:, 2], triplets[:, 2])
   np.testing.assert_array_equal(np.sort(ht.triplets, axis=1), np.sort(triplets, axis=1))
@@ -433,7 +470,8 @@ def test_triplet_files_in_a_bucket_read_and_write_as_on_disk(bucket):
   np.testing.assert_array_equal(remote.triplets, disk.triplets)
   np.testing.assert_array_equal(remote.counts, disk.counts)
   write_odd_last(bucket / "out" / "written.txt", disk.triplets[:5])
-  np.testing.assert_array_equal(read_odd_last(bucket / "out" / "written.txt").triplets, disk.triplets[:5])
+  again = read_odd_last(bucket / "out" / "written.txt", index_base=0)
+  np.testing.assert_array_equal(again.triplets, disk.triplets[:5])
   (bucket / "bad.txt").write_text("0 1 2\n3 4\n")
   with pytest.raises(DataError, match=r"gs://bucket/bad.txt, row 2: expected 3 integer columns"):
     read_odd_last(bucket / "bad.txt")

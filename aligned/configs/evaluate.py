@@ -21,6 +21,7 @@ Levels (AligNet's human set) with image embeddings of its ImageNet-train images:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from aligned.data.cache import data_dir
 
@@ -34,6 +35,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.similarity = "dot"  # dot | cosine
   config.triplets = ""  # human triplet file
   config.triplets_format = "odd_last"  # odd_last | things_noise_ceiling
+  # odd_last: the file's index base; unset: 0, checked (its smallest index must be 0, else refused);
+  # 0: 0-based (object 0 may be absent); 1: 1-based, converted
+  config.index_base = config_dict.placeholder(int)
   config.temperature = 1.0  # for mean_human_choice_prob
   config.rsm = ""  # optional human (dis)similarity matrix (.mat or .npy)
   config.rsm_objects = ""  # its object list in row order (.csv with image_name, or ids per line)

@@ -17,6 +17,7 @@ exits. Multi-process: --config.distributed.coordinator=HOST:PORT --config.distri
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from aligned.configs.common import tiny_vit, wordnet_nouns
 from aligned.data.cache import data_dir
@@ -90,6 +91,9 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.human_eval = ml_collections.ConfigDict()
   config.human_eval.triplets = str(data_dir() / "things" / "2171trials_humans.txt")
   config.human_eval.format = "odd_last"
+  # odd_last: the file's index base; unset: 0, checked (its smallest index must be 0, else refused);
+  # 0: 0-based (object 0 may be absent); 1: 1-based, converted
+  config.human_eval.index_base = config_dict.placeholder(int)
   config.human_eval.template = ""  # text students: THINGS texts (default: data.template)
   config.human_eval.image_folder = ""  # image students: 1,854 THINGS images, one per concept named by its id
 

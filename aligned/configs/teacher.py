@@ -16,6 +16,7 @@ Train on a real file instead: --config.triplets=trainset.txt [--config.triplets_
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from aligned.data.cache import data_dir
 
@@ -28,6 +29,9 @@ def get_config(variant: str = "distill") -> ml_collections.ConfigDict:
 
   config.triplets = ""  # a human triplet file to train on; empty: the SPoSE stand-in
   config.triplets_format = "odd_last"  # odd_last | things_noise_ceiling
+  # odd_last: the file's index base; unset: 0, checked (its smallest index must be 0, else refused);
+  # 0: 0-based (object 0 may be absent); 1: 1-based, converted
+  config.index_base = config_dict.placeholder(int)
   # real files: replace one-hot responses by a choice model's probabilities ([objects, k] embedding,
   # e.g. SPoSE or VICE): distillation of soft targets; empty: the responses themselves
   config.soft_targets = ""
@@ -55,6 +59,7 @@ def get_config(variant: str = "distill") -> ml_collections.ConfigDict:
 
   config.eval_triplets = (str(things / "2171trials_humans.txt"),)
   config.eval_formats = ("odd_last",)
+  config.eval_index_bases = ()  # as index_base, per eval file (one value: every file); empty: unset
 
   if variant == "hard":
     config.objective = "hard"

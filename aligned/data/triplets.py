@@ -4,7 +4,8 @@ Two on-disk formats (THINGS conventions):
 
 - `odd_last`: `i j k` per line, whitespace-separated, 0-based object indices in **sorted** order, the
   odd-one-out last (i and j were judged most similar). One response per line (`trainset.txt`,
-  `testset*.txt`, `2171trials_humans.txt`).
+  `testset*.txt`, `2171trials_humans.txt`). A 1-based file is read with `index_base=1`; unstated,
+  the smallest index must be 0 (a 1-based file is refused, not read shifted by one object).
 - `things_noise_ceiling`: 5 tab-separated integer columns `obj1 obj2 obj3 choice subject`, objects
   **1-based in raw order**, `choice` in {1, 2, 3} the position of the object chosen as odd-one-out;
   one row per person, so a triplet appears many times.
@@ -176,25 +177,53 @@ def _check_distinct(path, items: np.ndarray, lines: np.ndarray) -> None:
     raise DataError(path, f"object repeated inside triplet {items[r].tolist()}", row=int(lines[r]))
 
 
-def read_odd_last(path: str | os.PathLike, n_objects: int = things.N_OBJECTS) -> HumanTriplets:
-  """Reads an `i j k` file (0-based, sorted order, odd-one-out last)."""
+INDEX_BASES = (None, 0, 1)
+
+
+def read_odd_last(
+  path: str | os.PathLike, n_objects: int = things.N_OBJECTS, index_base: int | None = None
+) -> HumanTriplets:
+  """Reads an `i j k` file (sorted order, odd-one-out last), 0-based or, with `index_base=1`, 1-based
+  (converted to 0-based).
+
+  Left unstated (None), the base is 0 and checked: the file's smallest index must be 0, since a 1-based
+  file whose largest index stays below `n_objects` would otherwise be read shifted by one object. A
+  0-based file without object 0 (a subset of triplets) states `index_base=0`.
+  """
+  if index_base not in INDEX_BASES:
+    raise ValueError(f"index_base {index_base!r} is not 0 or 1 (or None: 0, checked)")
+  base = index_base or 0
   table = read_int_table(path, 3)
   items, lines = table.values, table.lines
-  bad = (items < 0) | (items >= n_objects)
+  bad = (items < base) | (items >= n_objects + base)
   if bad.any():
     r = int(np.argmax(bad.any(axis=1)))
     hint = ""
-    if items.min() >= 1 and items.max() == n_objects:
+    if base == 0 and items.min() >= 1 and items.max() == n_objects:
       hint = (
-        f"; the file looks 1-based (indices run {items.min()}..{items.max()}), but odd_last files are 0-based"
+        f"; the file looks 1-based (indices run {items.min()}..{items.max()}), but odd_last files are "
+        "0-based unless index_base=1"
       )
     raise DataError(
       path,
-      f"object index {items[r][bad[r]][0]} out of range [0, {n_objects}){hint}",
+      f"object index {items[r][bad[r]][0]} out of range [{base}, {n_objects + base}){hint}",
       row=int(lines[r]),
     )
   _check_distinct(path, items, lines)
-  return aggregate_responses(items, np.full(len(items), 2), source=os.fspath(path))
+  smallest = int(items.min())
+  if index_base is None and smallest == 1:
+    raise DataError(
+      path,
+      "smallest index is 1, not 0: a 1-based file? set index_base=1 (index_base=0 if it is 0-based "
+      "and holds no object 0)",
+    )
+  if index_base is None and smallest > 1:
+    raise DataError(
+      path,
+      f"smallest index is {smallest}, not 0: state the file's base, index_base=0 (0-based, without "
+      f"objects 0..{smallest - 1}) or index_base=1",
+    )
+  return aggregate_responses(items - base, np.full(len(items), 2), source=os.fspath(path))
 
 
 def read_noise_ceiling_format(
@@ -245,11 +274,15 @@ def read_triplets(
   format: TripletFormat = "odd_last",
   n_objects: int = things.N_OBJECTS,
   sortindex: np.ndarray | None = None,
+  index_base: int | None = None,
 ) -> HumanTriplets:
-  """Reads a human triplet file of either format into a `HumanTriplets`."""
+  """Reads a human triplet file of either format into a `HumanTriplets`. `index_base`: that of an
+  `odd_last` file (see `read_odd_last`); the noise-ceiling format is 1-based by definition (None or 1)."""
   if format == "odd_last":
-    return read_odd_last(path, n_objects)
+    return read_odd_last(path, n_objects, index_base)
   if format == "things_noise_ceiling":
+    if index_base not in (None, 1):
+      raise ValueError(f"index_base {index_base!r}: things_noise_ceiling files are 1-based by definition")
     return read_noise_ceiling_format(path, n_objects, sortindex)
   raise ValueError(f"unknown triplet format {format!r}; expected one of {FORMATS}")
 

@@ -305,6 +305,8 @@ def image_demo(config, w: epath.Path) -> Demo:
     triplets=str(human / people.TRAIN_FILE),
     eval_triplets=(str(human / people.EVAL_FILE),),
     eval_formats=("odd_last",),
+    index_base=0,  # the people's files are 0-based; a sample of them may lack object 0
+    eval_index_bases=(0,),
   )
   stages = [
     Stage("shapes", "tfds", config.shapes, _shapes, always=True),
@@ -350,7 +352,7 @@ def image_demo(config, w: epath.Path) -> Demo:
     ]
 
   levels = {"levels": str(human / people.LEVELS_FILE)}
-  held_out = {"triplets": str(human / people.EVAL_FILE), **levels}
+  held_out = {"triplets": str(human / people.EVAL_FILE), "index_base": 0, **levels}
   base_store = str(w / "extract" / "store")
   models = {
     "base": (base, "", {**held_out, "levels_embeddings": base_store}, ("extract", "people")),

@@ -198,8 +198,9 @@ def _human_evaluator(config, trainer: Trainer, backbone, kind: str) -> HumanEval
   objects = things_items(config, backbone, kind)
   if objects is None:
     return None
+  h = config.human_eval
   human = triplets_io.read_triplets(
-    config.human_eval.triplets, config.human_eval.format, n_objects=len(objects)
+    h.triplets, h.format, n_objects=len(objects), index_base=h.get("index_base")
   )
   embed = functools.partial(embed_items, trainer, items=objects, batch_size=config.batch_size)
   return HumanEvaluator(evaluators.HumanTripletEvaluator(human, embed, "dot"))

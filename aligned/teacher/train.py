@@ -31,14 +31,20 @@ from aligned.transform import Teacher
 from aligned.triplet_similarities import triplet_similarities
 
 
-def _eval_files(config) -> list[tuple[str, str]]:
+def _eval_files(config) -> list[tuple[str, str, int | None]]:
+  """(file, format, index base) of every evaluation file."""
   files = [f for f in config.eval_triplets if f]
   formats = list(config.eval_formats) or ["odd_last"]
+  bases = list(config.get("eval_index_bases", ())) or [None]
   if len(formats) == 1:
     formats = formats * len(files)
+  if len(bases) == 1:
+    bases = bases * len(files)
   if len(formats) != len(files):
     raise ValueError(f"{len(files)} eval_triplets but {len(formats)} eval_formats")
-  return list(zip(files, formats, strict=True))
+  if len(bases) != len(files):
+    raise ValueError(f"{len(files)} eval_triplets but {len(bases)} eval_index_bases")
+  return list(zip(files, formats, bases, strict=True))
 
 
 def _choice_model(path: str, n_objects: int, what: str) -> np.ndarray:
@@ -59,7 +65,9 @@ def training_data(config, x: np.ndarray):
   """
   n_objects = len(x)
   if config.triplets:
-    human = triplets_io.read_triplets(config.triplets, config.triplets_format, n_objects=n_objects)
+    human = triplets_io.read_triplets(
+      config.triplets, config.triplets_format, n_objects=n_objects, index_base=config.get("index_base")
+    )
     data = TripletTargets.from_counts(human.triplets, human.counts)
     if config.soft_targets:
       model_ = _choice_model(config.soft_targets, n_objects, "the soft-target choice model")
@@ -69,17 +77,17 @@ def training_data(config, x: np.ndarray):
   spose = _choice_model(config.standin.spose, n_objects, "the SPoSE stand-in")
   exclude = [np.zeros((0, 3), np.int32)]
   if config.standin.exclude_eval:
-    for path, fmt in _eval_files(config):
-      exclude.append(triplets_io.read_triplets(path, fmt, n_objects=n_objects).triplets)
+    for path, fmt, base in _eval_files(config):
+      exclude.append(triplets_io.read_triplets(path, fmt, n_objects=n_objects, index_base=base).triplets)
   s, exclude = config.standin, np.concatenate(exclude)
   data = standin.standin_targets(spose, s.n_triplets, s.seed, s.responses, exclude)
   return data, standin.standin_folds(spose, s.n_triplets, s.n_val, s.seed, s.responses, exclude)
 
 
-def _transform_scores(x, teacher: Teacher, path, fmt) -> dict:
+def _transform_scores(x, teacher: Teacher, path, fmt, base) -> dict:
   """Base (raw embeddings at their own fitted T) and teacher accuracy, p(human choice) and KL on one
-  human file."""
-  human = triplets_io.read_triplets(path, fmt, n_objects=len(x))
+  human file (of index base `base`)."""
+  human = triplets_io.read_triplets(path, fmt, n_objects=len(x), index_base=base)
   result = {
     "file": str(path),
     "format": fmt,
@@ -165,7 +173,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     model.to_transform(params, mean, std), temp, config.similarity, config.objective, base_temp
   )
   teacher.save(workdir / "transform.npz")
-  evaluations = [_transform_scores(x, teacher, path, fmt) for path, fmt in _eval_files(config)]
+  evaluations = [_transform_scores(x, teacher, *file) for file in _eval_files(config)]
   results = {
     "embeddings": str(config.embeddings),
     "n_objects": len(x),
