@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +64,8 @@ def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return load_npz(path)
   except ValueError as e:
     raise DataError(path, f"not a plain-array .npz ({e})") from None
+  except (zipfile.BadZipFile, EOFError) as e:  # truncated, empty, or not an .npz at all
+    raise DataError(path, f"not a readable .npz, truncated or not a zip archive ({e})") from None
 
 
 def load_transform(path: str | os.PathLike) -> AffineTransform:
@@ -108,6 +111,9 @@ class Teacher:
   # the raw embeddings' own temperature, fit by the same objective on the same data with the transform
   # held at identity: it calibrates the untransformed (UnAligNet) labels; 1 when unknown (gLocal)
   base_temperature: float = 1.0
+  # which of temperature, similarity, objective, base_temperature the file held (None: not read from a
+  # file); a gLocal file holds none, and its defaults above are assumptions, not records
+  recorded: frozenset[str] | None = dataclasses.field(default=None, compare=False)
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes the gLocal arrays plus temperature, similarity and objective, atomically."""
@@ -137,4 +143,6 @@ def load_teacher(path: str | os.PathLike) -> Teacher:
   similarity = str(extra.get("similarity", "dot"))
   if similarity not in ("dot", "cosine"):
     raise DataError(path, f"'similarity' must be dot or cosine, got {similarity!r}")
-  return Teacher(transform, temperature, similarity, str(extra.get("objective", "")), base_temperature)
+  return Teacher(
+    transform, temperature, similarity, str(extra.get("objective", "")), base_temperature, frozenset(extra)
+  )

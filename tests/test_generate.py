@@ -23,7 +23,7 @@ from tests.conftest import REPO
 N_CLASSES, PER_CLASS, DIM = 4, 15, 6
 
 
-def _inputs(folder, n_per_class=PER_CLASS, dim=DIM):
+def _inputs(folder, n_per_class=PER_CLASS, dim=DIM, similarity="dot", seed=0):
   rng = np.random.default_rng(0)
   n = N_CLASSES * n_per_class
   ids = np.array([f"n{c:08d}_{i}.JPEG" for c in range(N_CLASSES) for i in range(n_per_class)])
@@ -37,7 +37,7 @@ def _inputs(folder, n_per_class=PER_CLASS, dim=DIM):
   )
   for k in range(store.n_shards):
     store.write_shard(k, ids[16 * k : 16 * k + 16], x[16 * k : 16 * k + 16])
-  weights = rng.normal(size=(dim, dim)).astype(np.float32)
+  weights = (rng if seed == 0 else np.random.default_rng(seed)).normal(size=(dim, dim)).astype(np.float32)
   artifacts.save_npz(  # a local folder or a bucket
     folder / "transform.npz",
     weights=weights,
@@ -46,6 +46,7 @@ def _inputs(folder, n_per_class=PER_CLASS, dim=DIM):
     std=np.float32(2.0),
     temperature=np.float32(0.5),
     base_temperature=np.float32(0.8),
+    **({"similarity": np.asarray(similarity)} if similarity else {}),  # None: a gLocal file records none
   )
   return ids, x, weights
 
@@ -267,3 +268,106 @@ def test_store_teacher_and_workdir_in_a_bucket_give_the_same_files(tmp_path, buc
   assert len(data) == 200
   monkeypatch.setattr(generate_module, "_write_file", None)  # a rerun checks each file's sha256, writes none
   assert generate(_config(bucket, samplings=samplings), bucket / "w") == remote
+
+
+def _hand_cosine(table, triplets):
+  """[s01, s02, s12] cosine similarities of [m, 3] index triplets, computed by hand."""
+  unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+  a, b, c = (unit[triplets[:, k]] for k in range(3))
+  return np.stack([(a * b).sum(1), (a * c).sum(1), (b * c).sum(1)], axis=1)
+
+
+def test_labels_use_the_teachers_own_similarity(tmp_path):
+  """A cosine teacher labels with cosine (the config says nothing); a stated other similarity is
+  refused naming the teacher file and both values; a gLocal file (no similarity) must be told."""
+  _, x, weights = _inputs(tmp_path, similarity="cosine")
+  generate(_config(tmp_path, samplings=("random",)), tmp_path / "w")
+  manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+  assert manifest["similarity"] == "cosine" and manifest["indices"] == "store_rows"
+  z = ((x - 0.1) / 2.0) @ weights
+  for transform, table, temperature in (("uncertainty_distillation", z, 0.5), ("untransformed", x, 0.8)):
+    data = read_alignet(tmp_path / "w" / transform / "val_random.npz", n_images=len(x))
+    rows = data.indices[:5]
+    np.testing.assert_allclose(
+      data.similarities[:5], _hand_cosine(table, rows) / temperature, rtol=1e-5, atol=1e-5
+    )
+    dots = np.stack([(table[rows[:, i]] * table[rows[:, j]]).sum(1) for i, j in ((0, 1), (0, 2), (1, 2))], 1)
+    assert not np.allclose(data.similarities[:5], dots / temperature, atol=1e-3)  # not dot
+  with pytest.raises(
+    DataError, match=r"transform.npz: .*fitted with similarity 'cosine' but config.similarity is 'dot'"
+  ):
+    generate(_config(tmp_path, samplings=("random",), similarity="dot"), tmp_path / "dot")
+  generate(
+    _config(tmp_path, samplings=("random",), similarity="cosine"), tmp_path / "stated"
+  )  # the same: fine
+
+  _inputs(tmp_path / "glocal", similarity=None)
+  with pytest.raises(DataError, match=r"transform.npz: the teacher file records no similarity"):
+    generate(_config(tmp_path / "glocal", samplings=("random",)), tmp_path / "glocal" / "w")
+  generate(
+    _config(tmp_path / "glocal", samplings=("random",), similarity="cosine"), tmp_path / "glocal" / "w"
+  )
+  manifest = json.loads((tmp_path / "glocal" / "w" / "manifest.json").read_text())
+  assert manifest["similarity"] == "cosine"
+
+
+def test_release_indices_need_the_whole_imagenet_train_split(tmp_path):
+  """`indices` mean imagenet2012/train records only for a store of that whole split; any other store
+  is refused unless the config says the indices are rows of this store."""
+  _inputs(tmp_path)
+  with pytest.raises(
+    DataError, match=r"metadata.json: release-format indices .* set --config.indices=store_rows"
+  ):
+    generate(_config(tmp_path, indices=""), tmp_path / "w")
+  store = EmbeddingStore(tmp_path / "store")
+  shapes_like = {**store.metadata, "source": "tfds", "root": "imagenet2012/train"}  # a small "imagenet2012"
+  (tmp_path / "store" / "metadata.json").write_text(json.dumps(shapes_like))
+  with pytest.raises(DataError, match="with 60 items"):
+    generate(_config(tmp_path, indices=""), tmp_path / "w")
+  assert generate_module.check_indices(_config(tmp_path), store) == "store_rows"
+  whole = {**shapes_like, "n_items": 1_281_167}
+  (tmp_path / "store" / "metadata.json").write_text(json.dumps(whole))
+  assert generate_module.check_indices(_config(tmp_path, indices=""), store) == "imagenet2012/train"
+
+
+def test_reruns_compare_settings_and_inputs_before_reusing_anything(tmp_path, monkeypatch):
+  samplings = ("cluster_border_3", "random")
+  _inputs(tmp_path)
+  _inputs(tmp_path / "other", seed=1)  # same store, another teacher
+  w = tmp_path / "w"
+  first = generate(_config(tmp_path, samplings=samplings), w)
+  files = json.loads((w / "manifest.json").read_text())["files"]
+  record = json.loads((w / "provenance.json").read_text())
+  assert record["stage"] == "generate" and set(record["inputs"]) == {"store", "teacher"}
+  assert record["inputs"]["teacher"]["sha256"] == sha256_of(tmp_path / "transform.npz")
+
+  other_teacher = str(tmp_path / "other" / "transform.npz")
+  with pytest.raises(
+    DataError, match=r"provenance.json: .*other settings or inputs: .*teacher .*restart=True"
+  ):
+    generate(_config(tmp_path, samplings=samplings, teacher=other_teacher), w)
+  with pytest.raises(DataError, match=r"provenance.json: .*n_train 2000 -> 3000"):
+    generate(_config(tmp_path, samplings=samplings, n_train=3000), w)
+  with pytest.raises(DataError, match=r"samplings"):
+    generate(_config(tmp_path, samplings=("random",)), w)
+  # nothing was touched by the refusals; the same settings resume (every file kept, none written)
+  with monkeypatch.context() as m:
+    m.setattr(generate_module, "_write_file", None)
+    assert generate(_config(tmp_path, samplings=samplings), w) == first
+  assert json.loads((w / "manifest.json").read_text())["files"] == files
+
+  # restart: the old files go, the new ones are a fresh run's
+  generate(_config(tmp_path, samplings=samplings, teacher=other_teacher, restart=True), w)
+  generate(_config(tmp_path, samplings=samplings, teacher=other_teacher), tmp_path / "fresh")
+  renewed = json.loads((w / "manifest.json").read_text())
+  fresh = json.loads((tmp_path / "fresh" / "manifest.json").read_text())
+  assert renewed["files"] == fresh["files"] and renewed["files"] != files
+  for key in [*fresh["files"], "clusters/kmeans_3.npz"]:
+    assert sha256_of(w / key) == sha256_of(tmp_path / "fresh" / key), key
+  assert json.loads((w / "provenance.json").read_text())["inputs"]["teacher"]["path"] == other_teacher
+  # restart never empties a folder that provenance.json does not show as generate's
+  (tmp_path / "plain").mkdir()
+  (tmp_path / "plain" / "manifest.json").write_text("{}")
+  with pytest.raises(DataError, match="restart: no provenance.json here"):
+    generate(_config(tmp_path, samplings=samplings, restart=True), tmp_path / "plain")
+  assert (tmp_path / "plain" / "manifest.json").exists()

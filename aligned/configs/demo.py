@@ -81,6 +81,7 @@ def get_config(variant: str = "text") -> ml_collections.ConfigDict:
   config.generate.samplings = ("cluster_border_20", "random")
   config.generate.n_train, config.generate.n_val = 20_000, 1_000
   config.generate.chunk = 1 << 14
+  config.generate.indices = "store_rows"  # WordNet noun texts: indices are rows of the nouns' store
 
   config.student = finetune_config.get_config("minilm")
   # 150 steps of 32 triplets, evaluated at the end only: the AligNet student (10 k nouns) reached
@@ -121,6 +122,7 @@ def image_config() -> ml_collections.ConfigDict:
   config.generate.samplings = ("cluster_border_8", "class_border")
   config.generate.n_train, config.generate.n_val = 8_000, 500
   config.generate.chunk = 1 << 12
+  config.generate.indices = "store_rows"  # the shapes' train split, not ImageNet's
 
   config.student = finetune_config.get_config("vit_b16")
   config.student.random_backbone = ml_collections.ConfigDict(TINY_VIT)

@@ -11,7 +11,16 @@
 
 Killed at any point and rerun with the same config, files already complete (listed in the
 manifest with a matching sha256) are kept and the rest are written again from the same seeds, so
-the result is identical; a file appears only when complete.
+the result is identical; a file appears only when complete. `W/provenance.json` (`aligned.provenance`)
+records the settings and the sha256 of the teacher and the store: a rerun with another teacher, store,
+count or strategy is refused before anything is reused (`restart=True` deletes the generated files
+and starts over).
+
+Labels use the teacher file's own similarity (`Teacher.similarity`, what it was fitted with);
+`config.similarity` may only state the same (another value is refused), or name it for a gLocal file
+that records none. The files' `indices` are item numbers of the store; they mean records of tfds
+imagenet2012/train (as the release's) only when the store is that whole split, so any other store
+needs `indices = "store_rows"` (recorded in the manifest).
 """
 
 from __future__ import annotations
@@ -25,9 +34,9 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from aligned import artifacts, odd_one_out
+from aligned import artifacts, odd_one_out, provenance
 from aligned.artifacts import sha256_of
-from aligned.data.alignet_files import alignet_path, validate_alignet
+from aligned.data.alignet_files import RELEASE_N_IMAGES, alignet_path, validate_alignet
 from aligned.data.class_labels import labels_from_ids
 from aligned.embedding_store import EmbeddingStore
 from aligned.errors import DataError
@@ -40,6 +49,58 @@ from aligned.transform import apply_affine, load_teacher
 from aligned.triplet_similarities import iter_pair_similarities, round_chunk
 
 CONTROLS = ("calibrated", "entropy_matched", "raw")
+INDICES = ("", "store_rows")
+# what generate writes into its workdir: `restart` deletes these (and nothing else)
+OWNED = (
+  "config.json",
+  "manifest.json",
+  "results.json",
+  "clusters",
+  "uncertainty_distillation",
+  "untransformed",
+)
+
+
+def teacher_similarity(config, teacher) -> str:
+  """The similarity to label with: the teacher file's own; `config.similarity` may state the same, or
+  name it for a file that records none (a gLocal transform)."""
+  stated = config.get("similarity", "")
+  if stated not in ("", "dot", "cosine"):
+    raise ValueError(f"unknown similarity {stated!r}; expected dot or cosine (or empty: the teacher's)")
+  if teacher.recorded is not None and "similarity" not in teacher.recorded:
+    if not stated:
+      raise DataError(
+        config.teacher,
+        "the teacher file records no similarity (a gLocal transform?): set --config.similarity=dot or "
+        "cosine to say how it scores triplets",
+      )
+    return stated
+  if stated and stated != teacher.similarity:
+    raise DataError(
+      config.teacher,
+      f"the teacher was fitted with similarity {teacher.similarity!r} but config.similarity is "
+      f"{stated!r}; leave it empty to use the teacher's",
+    )
+  return teacher.similarity
+
+
+def check_indices(config, store: EmbeddingStore) -> str:
+  """What the files' `indices` will mean: "imagenet2012/train" (records of that split, the release's
+  meaning) when the store is the whole split; else `config.indices` must say "store_rows"."""
+  if config.indices not in INDICES:
+    raise ValueError(f"unknown indices {config.indices!r}; expected empty (imagenet2012/train) or store_rows")
+  if config.indices == "store_rows":
+    return "store_rows"
+  meta = store.metadata
+  source, root, n = meta.get("source"), meta.get("root"), meta.get("n_items")
+  if source == "tfds" and root == "imagenet2012/train" and n == RELEASE_N_IMAGES:
+    return "imagenet2012/train"
+  raise DataError(
+    store.root / "metadata.json",
+    f"release-format indices are records of tfds imagenet2012/train ({RELEASE_N_IMAGES:,}), but this "
+    f"store holds source {source!r} {root!r} with {n} items; set --config.indices=store_rows to write "
+    "rows of this store (the manifest records it)",
+  )
 
 
 def mean_label_entropy(sims: np.ndarray) -> float:
@@ -172,18 +233,39 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     raise DataError(config.store, f"{len(missing)} of {store.n_shards} shards missing: extraction unfinished")
   teacher = load_teacher(config.teacher)
   teacher.transform.check_features(store.metadata["dim"], config.store)
+  similarity = teacher_similarity(config, teacher)
+  if (
+    config.control == "calibrated"
+    and teacher.recorded is not None
+    and "base_temperature" not in teacher.recorded
+  ):
+    raise DataError(
+      config.teacher,
+      "the teacher file records no base_temperature (a gLocal transform?), which the calibrated control "
+      "needs; use --config.control=entropy_matched or raw",
+    )
+  indices = check_indices(config, store)
   needs_classes = any(level is None and base != "random" for _, base, level in samplings)
   ids, x = store.read()
   labels_by_class = labels_from_ids(ids, config.store).labels if needs_classes else None
   _check_counts(config, samplings, len(ids), labels_by_class)
   workdir.mkdir(parents=True, exist_ok=True)
+  if config.get("restart", False):
+    if count > 1:
+      raise ValueError("restart=True with several processes: restart with one, then resume with several")
+    parts = [p.name for p in workdir.iterdir() if p.name.startswith(("manifest.part-", "results.part-"))]
+    provenance.start_over(workdir, "generate", (*OWNED, *parts))
+  volatile = ("restart", "process_count", "process_index")
+  provenance.check_or_record(
+    workdir, "generate", config.to_dict(), {"store": config.store, "teacher": config.teacher}, volatile
+  )
   artifacts.remove_stale_temporaries(workdir)  # left by a killed run
   artifacts.write_json(workdir / "config.json", config.to_dict())
 
   x_device = jnp.asarray(x)
   del x  # at ImageNet scale each copy of the table is 5.9 GB
   z_device = jax.jit(apply_affine)(teacher.transform.params(), x_device)  # on the device, no host round trip
-  control_t = control_temperature(config.control, teacher, x_device, z_device, config.similarity, config.seed)
+  control_t = control_temperature(config.control, teacher, x_device, z_device, similarity, config.seed)
   tables = {
     # the teacher's calibrated choice model: softmax(s(Z) / T)
     "uncertainty_distillation": (z_device, 1.0 / teacher.temperature),
@@ -204,7 +286,9 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "temperature": teacher.temperature,
       "control": config.control,
       "temperatures": {"uncertainty_distillation": teacher.temperature, "untransformed": control_t},
-      "similarity": config.similarity,
+      "similarity": similarity,
+      "teacher_objective": teacher.objective,
+      "indices": indices,
       "seed": config.seed,
       "n_items": len(ids),
       "clustering": {str(k): v for k, v in clustering.items()},
@@ -228,7 +312,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
         key = str(path.relative_to(workdir))
         record = manifest["files"].get(key)
         if not (record and path.exists() and sha256_of(path) == record["sha256"]):
-          entropy = _write_file(path, triplets, table, scale, config.similarity, ids, config.chunk)
+          entropy = _write_file(path, triplets, table, scale, similarity, ids, config.chunk)
           manifest["files"][key] = {
             "mean_label_entropy": entropy,
             "count": len(triplets),
