@@ -301,6 +301,33 @@ def test_human_eval_images_are_the_concepts_in_sorted_order_whatever_the_file_or
     build.things_items(config, None, "image")
 
 
+def test_a_missing_validation_file_is_refused_not_skipped(tmp_path):
+  from aligned.configs import finetune as finetune_config
+
+  root = tmp_path / "alignet"
+  item_sources.SyntheticImages(n_items=20, size=8, seed=0).write_alignet(root, n_train=40, n_val=10)
+  config = finetune_config.get_config("smoke")
+  config.data.root, config.data.samplings = str(root), ("synthetic",)
+  assert build.validation_files(config) == [
+    ("synthetic", root / "uncertainty_distillation/val_synthetic.npz")
+  ]
+  # an extra label set to evaluate on needs its files too, unless it is left out of eval.transforms
+  config.eval.transforms = ("uncertainty_distillation", "untransformed")
+  with pytest.raises(
+    DataError,
+    match=r"untransformed/val_synthetic.npz: the validation file of sampling synthetic under the "
+    r"eval.transforms label set untransformed is missing; generate it, or leave untransformed out",
+  ):
+    build.validation_files(config)
+  config.eval.transforms = ("uncertainty_distillation",)
+  (root / "uncertainty_distillation" / "val_synthetic.npz").unlink()
+  with pytest.raises(
+    DataError, match=r"uncertainty_distillation/val_synthetic.npz: the validation file of sampling synthetic"
+  ):
+    build.build_run(config, tmp_path / "run")
+  assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was built or written
+
+
 def test_a_resumed_run_may_change_how_inputs_are_read_but_not_what_they_are(tmp_path):
   from aligned.configs import finetune as finetune_config
 

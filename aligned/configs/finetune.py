@@ -85,7 +85,8 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.checkpointing.folder = ""
   config.log_every = 50
   config.eval = ml_collections.ConfigDict({"every": 5000, "max_triplets": 10_000})
-  # validation files of these label sets too (e.g. the UnAligNet student on the AligNet labels)
+  # validation files of these label sets too (e.g. the UnAligNet student on the AligNet labels); each
+  # sampling's val file must exist (a missing one is refused): leave out a label set that has none
   config.eval.transforms = ("uncertainty_distillation",)
   config.save_item_embeddings = False  # W/item_embeddings.npy: head outputs of every item (small sources)
   config.human_eval = ml_collections.ConfigDict()

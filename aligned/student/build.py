@@ -239,6 +239,30 @@ def _tau(config, workdir: epath.Path, student: Student, items, validation_file: 
   return tau
 
 
+def validation_files(config) -> list[tuple[str, epath.Path]]:
+  """(name, path) of every validation file the run evaluates on: `val_{sampling}.npz` of each of
+  `data.samplings` under the run's own labels (`data.transform`; name = the sampling) and under each
+  label set of `eval.transforms` (name = `sampling@transform`). A missing one is a DataError naming
+  it, never skipped: a run whose metrics silently lack a sampling looks like one that has them all."""
+  d = config.data
+  files = []
+  for transform in dict.fromkeys((d.transform, *config.eval.transforms)):
+    paths = student_data.alignet_files(d.root, transform, "val", d.samplings)
+    for sampling, path in zip(d.samplings, paths, strict=True):
+      if transform == d.transform:
+        name, why = sampling, f"the validation file of sampling {sampling} (data.samplings) is missing"
+      else:
+        name = f"{sampling}@{transform}"
+        why = (
+          f"the validation file of sampling {sampling} under the eval.transforms label set {transform} is "
+          f"missing; generate it, or leave {transform} out of --config.eval.transforms"
+        )
+      if not path.exists():
+        raise DataError(path, why)
+      files.append((name, path))
+  return files
+
+
 def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
   """Everything a run needs, from its config (see the module docstring). Sets `config.data.root` (and
   samplings) of the smoke task to the synthetic files it writes, so config.json records them."""
@@ -248,6 +272,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
     raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {jax.device_count()} devices")
   workdir.mkdir(parents=True, exist_ok=True)
   d = config.data = resolve_data(config, workdir)
+  validation_files(config)  # all there before anything is built
   check_resume(workdir, config)
 
   mesh = distributed.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -276,17 +301,13 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
   trainer = Trainer.create(student, optimizer, mesh, config.loss, tau, config.seed)
   validation = [
     ValidationEvaluator(
-      s if transform == d.transform else f"{s}@{transform}",
+      name,
       student_data.TripletRows([p], n_items=len(items), limit=config.eval.max_triplets),
       items,
       trainer,
       config.batch_size,
     )
-    for transform in dict.fromkeys((d.transform, *config.eval.transforms))
-    for s, p in zip(
-      d.samplings, student_data.alignet_files(d.root, transform, "val", d.samplings), strict=True
-    )
-    if p.exists()
+    for name, p in validation_files(config)
   ]
   c = config.checkpointing
   return Run(
