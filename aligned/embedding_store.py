@@ -76,7 +76,10 @@ class EmbeddingStore:
     path = self.root / "metadata.json"
     if not path.exists():
       raise FileNotFoundError(f"{path} not found: not an embedding store")
-    return json.loads(path.read_text())
+    try:
+      return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise DataError(path, f"not valid JSON ({e})") from None
 
   @property
   def n_shards(self) -> int:

@@ -124,8 +124,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     raise ValueError("set --config.embeddings to an [objects, features] .npy or .txt file")
   if config.embeddings and not config.triplets:
     raise ValueError("set --config.triplets to a human triplet file")
-  workdir.mkdir(parents=True, exist_ok=True)
-  artifacts.write_json(workdir / "config.json", config.to_dict())
   transform = load_teacher(config.transform).transform if config.transform else None
 
   results, arrays = {}, {}
@@ -137,6 +135,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     results["levels"], levels_arrays = _levels_results(config, transform)
     arrays.update(levels_arrays)
 
+  # written once every input has been read: bad input leaves the workdir as it was
+  workdir.mkdir(parents=True, exist_ok=True)
+  artifacts.write_json(workdir / "config.json", config.to_dict())
   artifacts.save_npz(workdir / "arrays.npz", **arrays)  # before results.json, which marks a complete run
   artifacts.write_json(workdir / "results.json", results)
   return results
@@ -146,6 +147,12 @@ def _things_results(config, transform) -> tuple[dict, dict]:
   """Accuracy, noise ceiling, categories, uncertainty and RSA on THINGS objects."""
   embeddings = embeddings_io.load_embeddings(config.embeddings, order=config.embeddings_order)
   if transform is not None:
+    if embeddings.shape[1] != transform.in_features:  # named by the transform: one for another backbone
+      raise DataError(
+        config.transform,
+        f"expects {transform.in_features} features but {config.embeddings} has {embeddings.shape[1]}: "
+        "a transform for another backbone?",
+      )
     embeddings = np.asarray(transform(embeddings, source=config.embeddings))
 
   human = triplets_io.read_triplets(

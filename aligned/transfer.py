@@ -287,7 +287,6 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     raise ValueError(f"shift_probe {config.shift_probe!r}: expected ridge or logistic")
   if pairs["breeds"] and _wordnet_depth(config.superclasses) is None:
     read_superclasses(config.superclasses)  # a bad file or spec is reported before any probe is fit
-  artifacts.write_json(workdir / "config.json", config.to_dict())
   results = {"fewshot": {}, "shift": {}, "details": {"fewshot": {}, "shift": {}, "skipped": []}}
   start = time.perf_counter()
 
@@ -299,6 +298,8 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     _breeds_job(stores, train, test, config, results)
 
   results["details"]["seconds"] = time.perf_counter() - start
+  # after every store is read: bad input writes nothing
+  artifacts.write_json(workdir / "config.json", config.to_dict())
   artifacts.write_json(workdir / "results.json", results)
   return results
 

@@ -28,6 +28,8 @@ def _read_array(path: epath.Path) -> np.ndarray:
       return load_npy(path)
     except ValueError as e:  # object arrays need pickle: refuse them
       raise DataError(path, f"cannot read as a plain numeric .npy ({e})") from None
+    except EOFError:  # an empty file, or one cut before its header ends
+      raise DataError(path, "empty or truncated .npy (no complete header)") from None
   if path.suffix in (".txt", ".tsv", ".csv"):
     rows = []
     with open_text(path, encoding="utf-8") as f:

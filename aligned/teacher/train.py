@@ -132,8 +132,6 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
   if not config.embeddings:
     raise ValueError("set --config.embeddings to the [objects, features] embeddings to align")
   points = cross_validation.grid(config.lambdas, config.learning_rates)
-  workdir.mkdir(parents=True, exist_ok=True)
-  artifacts.write_json(workdir / "config.json", config.to_dict())
   start = time.perf_counter()
 
   x = embeddings_io.load_embeddings(config.embeddings, order=config.embeddings_order)
@@ -142,6 +140,8 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     raise DataError(
       config.embeddings, f"{len(x)} embeddings, but a triplet uses object {data.triplets.max()}"
     )
+  workdir.mkdir(parents=True, exist_ok=True)  # once the inputs are read: bad input writes nothing
+  artifacts.write_json(workdir / "config.json", config.to_dict())
   base = Hyperparams(objective=config.objective, regularizer=config.regularizer, similarity=config.similarity)
   options = FitOptions(
     steps=config.steps,
