@@ -508,3 +508,44 @@ def test_embeddings_and_workdir_in_a_bucket_give_the_same_teacher(tmp_path, data
   assert len(lines) == len((tmp_path / "w" / "metrics.jsonl").read_text().splitlines())
   assert {line["event"] for line in lines} == {"cv", "fit", "final"}
   assert (bucket / "w" / "plots" / "cv_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_rerun_with_other_settings_or_inputs_is_refused_and_the_same_one_runs(tmp_path, data_dir):
+  """provenance.json: the same settings and inputs run again; other embeddings (same path, other bytes)
+  or another setting are refused naming what changed, before config.json is touched; restart=True
+  starts over."""
+  from aligned import artifacts
+  from aligned.configs import teacher as teacher_config
+  from aligned.errors import DataError
+  from aligned.teacher.train import fit_teacher
+
+  spose = np.loadtxt(data_dir / "things" / "spose_embedding_49d_sorted.txt")
+  x = (spose @ np.random.default_rng(0).normal(size=(49, 8))).astype(np.float32)
+  artifacts.save_npy(tmp_path / "x.npy", x)
+  config = teacher_config.get_config("smoke")
+  config.standin.n_triplets, config.standin.n_val, config.steps, config.lambdas = 4000, 1000, 20, (1e-2,)
+  config.embeddings = str(tmp_path / "x.npy")
+  w = tmp_path / "w"
+  first = fit_teacher(config, w)
+  recorded = json.loads((w / "provenance.json").read_text())
+  assert recorded["stage"] == "teacher"
+  assert set(recorded["inputs"]) == {"embeddings", "standin.spose", "eval_triplets[0]"}
+  written = (w / "config.json").read_text()
+  config.steps = 30
+  with pytest.raises(DataError, match=r"provenance.json: .*other settings or inputs: steps 20 -> 30"):
+    fit_teacher(config, w)
+  config.steps = 20
+  artifacts.save_npy(tmp_path / "x.npy", 2 * x)
+  with pytest.raises(DataError, match=r"provenance.json: .*: embeddings .*x.npy .* -> .*restart=True"):
+    fit_teacher(config, w)
+  assert (w / "config.json").read_text() == written
+  artifacts.save_npy(tmp_path / "x.npy", x)
+  again = fit_teacher(config, w)  # the same settings and inputs: runs
+  assert again["temperature"] == pytest.approx(first["temperature"], rel=1e-6)
+  artifacts.save_npy(tmp_path / "x.npy", 2 * x)
+  config.restart = True
+  fit_teacher(config, w)
+  assert (
+    json.loads((w / "provenance.json").read_text())["inputs"]["embeddings"]["sha256"]
+    != (recorded["inputs"]["embeddings"]["sha256"])
+  )

@@ -56,6 +56,9 @@ def get_config(variant: str = "distill") -> ml_collections.ConfigDict:
   config.init_scale = 0.0  # W = init_scale * I; 0: 1 / sqrt(d)
   config.log_every = 25
   config.seed = 0
+  # True: delete this workdir's teacher files (only where provenance.json shows the teacher wrote them)
+  # and start over; a rerun with other settings or inputs is refused without it
+  config.restart = False
 
   config.eval_triplets = (str(things / "2171trials_humans.txt"),)
   config.eval_formats = ("odd_last",)

@@ -16,7 +16,7 @@ import time
 import ml_collections
 import numpy as np
 
-from aligned import artifacts, evaluators, metrics, plots
+from aligned import artifacts, evaluators, metrics, plots, provenance
 from aligned.data import embeddings as embeddings_io
 from aligned.data import triplets as triplets_io
 from aligned.distributed import data_mesh
@@ -126,6 +126,28 @@ def _select(config, x, fold_data, base: Hyperparams, points, make_fitter, log):
   return rows, cv, cv["best"]
 
 
+# what the teacher writes into its workdir: `restart` deletes these (and nothing else)
+OWNED = ("config.json", "results.json", "transform.npz", "metrics.jsonl", "plots")
+
+
+def _check_provenance(config, workdir) -> None:
+  """`restart`: deletes this stage's files first (only in a workdir its provenance.json shows as the
+  teacher's); then records or checks the settings and inputs (embeddings, training triplets or the
+  stand-in's choice model, soft targets, evaluation files): a rerun with others is refused."""
+  if config.get("restart", False):
+    provenance.start_over(workdir, "teacher", OWNED)
+  inputs = {"embeddings": config.embeddings}
+  if config.triplets:
+    inputs["triplets"] = config.triplets
+    if config.soft_targets:
+      inputs["soft_targets"] = config.soft_targets
+  else:
+    inputs["standin.spose"] = config.standin.spose
+  for k, path in enumerate(f for f in config.eval_triplets if f):
+    inputs[f"eval_triplets[{k}]"] = path
+  provenance.check_or_record(workdir, "teacher", config.to_dict(), inputs, volatile=("restart",))
+
+
 def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Fits the teacher of `config` in `workdir` (see the module docstring); returns the results."""
   workdir = as_path(workdir)
@@ -141,6 +163,7 @@ def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
       config.embeddings, f"{len(x)} embeddings, but a triplet uses object {data.triplets.max()}"
     )
   workdir.mkdir(parents=True, exist_ok=True)  # once the inputs are read: bad input writes nothing
+  _check_provenance(config, workdir)
   artifacts.write_json(workdir / "config.json", config.to_dict())
   base = Hyperparams(objective=config.objective, regularizer=config.regularizer, similarity=config.similarity)
   options = FitOptions(
