@@ -193,7 +193,7 @@ def _image_job(config) -> _Job:
     source, where = ImageFolderSource(config.root), str(config.root)
   else:
     source, where = (
-      TfdsSource(config.tfds_name, config.split, config.data_dir),
+      TfdsSource(config.tfds_name, config.split, config.data_dir, ids=config.get("tfds_ids", "file_name")),
       f"{config.tfds_name}/{config.split}",
     )
   if config.source == "things_images":  # before any work: every image of a concept, every concept

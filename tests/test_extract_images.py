@@ -96,6 +96,20 @@ def test_bad_images_and_sources(tmp_path, images, checkpoint):
     extract(_config(empty, checkpoint), tmp_path / "w2")
 
 
+def test_tfds_records_without_file_names_are_extracted_only_with_index_ids(tmp_path, checkpoint):
+  from tests.test_image_cache import tfds_without_file_names
+
+  data_dir = tfds_without_file_names(tmp_path / "tfds")
+  config = _config(tmp_path, checkpoint, source="tfds", tfds_name="no_file_names", data_dir=str(data_dir))
+  with pytest.raises(DataError, match=r"tfds no_file_names/train has no file_name feature"):
+    extract(config, tmp_path / "refused")
+  assert not (tmp_path / "refused" / "store").exists()
+  config.tfds_ids = "index"
+  assert extract(config, tmp_path / "run")["n_items"] == 5
+  ids, _ = EmbeddingStore(tmp_path / "run" / "store").read()
+  assert list(ids) == ["0", "1", "2", "3", "4"]
+
+
 def test_things_images_give_the_mean_embedding_of_each_concept(tmp_path, checkpoint, data_dir):
   from aligned.data import things
 

@@ -237,6 +237,70 @@ def test_scale_and_normalize_is_the_plain_formula(normalization):
   )
 
 
+def tfds_without_file_names(data_dir, n: int = 5):
+  """Builds tfds `no_file_names` (train: n 8x8 PNG images and labels, no `file_name` feature) in data_dir."""
+  import io
+
+  import tensorflow_datasets as tfds
+
+  class NoFileNames(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      image = tfds.features.Image(shape=(None, None, 3), encoding_format="png")
+      features = {"image": image, "label": tfds.features.ClassLabel(num_classes=2)}
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(n):
+        png = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(png, format="PNG")
+        png.seek(0)  # encoded bytes: tfds encodes arrays with TensorFlow, which is not installed
+        yield i, {"image": png, "label": i % 2}
+
+  NoFileNames(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  return data_dir
+
+
+def test_a_tfds_dataset_without_file_names_is_refused_unless_index_ids_are_asked_for(tmp_path):
+  from aligned.configs import cache_images as cache_config
+  from aligned.data.image_cache import open_source
+
+  data_dir = tfds_without_file_names(tmp_path / "tfds")
+  refused = rf"{data_dir}: tfds no_file_names/train has no file_name feature, so its records have no ids"
+  with pytest.raises(DataError, match=rf"{refused}; name them by record index with tfds_ids=index"):
+    item_sources.TfdsSource("no_file_names", "train", str(data_dir))
+  source = item_sources.TfdsSource("no_file_names", "train", str(data_dir), ids="index")
+  assert [source.record(i)[0] for i in range(len(source))] == ["0", "1", "2", "3", "4"]
+  # id i is record i (tfds's shuffled order, not the generator's keys): every image once
+  assert sorted(int(source.record(i)[1][0, 0, 0]) for i in range(5)) == [0, 10, 20, 30, 40]
+  assert source.description()["ids"] == "index"  # a cache of file-name ids is not a cache of these
+  with pytest.raises(ValueError, match="tfds ids 'name'"):
+    item_sources.TfdsSource("no_file_names", "train", str(data_dir), ids="name")
+  # the cache command: its tfds_ids setting
+  config = cache_config.get_config("imagenet")
+  config.tfds_name, config.data_dir = "no_file_names", str(data_dir)
+  with pytest.raises(DataError, match=refused):
+    open_source(config)
+  config.tfds_ids = "index"
+  build_image_cache(open_source(config), tmp_path / "cache", 8, 2, progress=False)
+  assert [ImageCache(tmp_path / "cache").record(i)[0] for i in range(5)] == ["0", "1", "2", "3", "4"]
+  # a student: data.tfds_ids
+  student = get_config("vit_b16")
+  student.data.tfds_name, student.data.tfds_data_dir, student.data.image_size = (
+    "no_file_names",
+    str(data_dir),
+    8,
+  )
+  with pytest.raises(DataError, match=refused):
+    build.build_items(student, None, "image")
+  student.data.tfds_ids = "index"
+  assert len(build.build_items(student, None, "image")) == 5
+
+
 def test_images_in_a_bucket_are_read_but_a_cache_or_tfds_folder_there_is_refused(folder, bucket, tmp_path):
   source, cache = folder
   for item in source.ids:

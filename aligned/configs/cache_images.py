@@ -20,6 +20,7 @@ def get_config(variant: str = "imagenet") -> ml_collections.ConfigDict:
   config.tfds_name = "imagenet2012"  # tfds: a dataset prepared as array_record (see prepare_imagenet)
   config.split = "train"
   config.data_dir = ""  # tfds data_dir; empty: tfds' default
+  config.tfds_ids = "file_name"  # tfds ids: file_name (none: refused) | index ("0", "1", ...)
   config.root = ""  # image_folder: the folder to walk
   config.image_size = 224  # the student's input size (AligNet: 224)
   config.shard_size = 1024  # images per shard (154 MB at 224): the unit of resumption and of checksums

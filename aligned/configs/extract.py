@@ -37,6 +37,7 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
   config.tfds_name = "imagenet2012"  # tfds: a dataset prepared as array_record (see prepare_imagenet)
   config.split = "train"
   config.data_dir = ""  # tfds data_dir; empty: tfds' default
+  config.tfds_ids = "file_name"  # tfds ids: file_name (none: refused) | index ("0", "1", ...)
   config.image_size = 0  # 0: the backbone's own (224 for AligNet students)
   config.normalization = "none"  # none (AligNet, [0, 1]) | imagenet | clip | siglip
   config.compute_dtype = "float32"  # float32 | bfloat16

@@ -47,6 +47,7 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.data.tfds_name = "imagenet2012"
   config.data.tfds_split = "train"
   config.data.tfds_data_dir = ""
+  config.data.tfds_ids = "file_name"  # file_name (refused if the dataset has none) | index
   config.data.preprocessing = "alignet"  # alignet: cubic resize, [0, 1] | backbone: + its normalisation
   config.data.normalization = "none"  # used when preprocessing = backbone
   config.data.image_size = 224  # 0: the backbone's

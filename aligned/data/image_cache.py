@@ -322,7 +322,9 @@ SOURCES = ("tfds", "image_folder")
 def open_source(config) -> TfdsSource | ImageFolderSource:
   """The record source a cache config names: `tfds` (tfds_name, split, data_dir) or `image_folder` (root)."""
   if config.source == "tfds":
-    return TfdsSource(config.tfds_name, config.split, config.data_dir)
+    return TfdsSource(
+      config.tfds_name, config.split, config.data_dir, ids=config.get("tfds_ids", "file_name")
+    )
   if config.source == "image_folder":
     if not config.root:
       raise ValueError("source = image_folder needs --config.root (a folder of images)")

@@ -30,6 +30,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 TEXT_SOURCES = ("things_words", "wordnet_nouns")
+TFDS_IDS = ("file_name", "index")  # a tfds record's id: its file_name feature, or (stated) its index
 
 
 def format_texts(template: str, words, ids, definitions) -> list[str]:
@@ -80,7 +81,7 @@ def image_folder_items(root: str | os.PathLike) -> np.ndarray:
   """Relative paths of all images under `root`, sorted (the store's item order)."""
   root = as_path(root)
   if not root.is_dir():
-    raise DataError(root, "image folder not found")
+    raise DataError(root, "a file, not an image folder" if root.exists() else "image folder not found")
   paths = sorted(
     p.relative_to(root).as_posix() for p in files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES
   )
@@ -124,11 +125,16 @@ class ImageFolderSource:
 
 
 class TfdsSource:
-  """A `tfds.data_source` split; item i is record i (the index AligNet files store), id = file_name."""
+  """A `tfds.data_source` split; item i is record i (the index AligNet files store), id = its file_name.
 
-  def __init__(self, name: str, split: str, data_dir: str = ""):
+  A dataset without a `file_name` feature has no ids: it is refused, unless `ids="index"` names record
+  i "i" (stated, never a fallback: such ids match no other copy of the images)."""
+
+  def __init__(self, name: str, split: str, data_dir: str = "", ids: str = "file_name"):
     import tensorflow_datasets as tfds
 
+    if ids not in TFDS_IDS:
+      raise ValueError(f"tfds ids {ids!r}: expected one of {TFDS_IDS}")
     if data_dir:
       require_local(
         data_dir, "tfds.data_source reads array_record files through C++, which opens local files only"
@@ -137,28 +143,37 @@ class TfdsSource:
       self.source = tfds.data_source(name, split=split, data_dir=data_dir or None)
     except Exception as e:  # tfds raises many types for a missing or unprepared dataset
       raise DataError(data_dir or "~/tensorflow_datasets", f"cannot open tfds {name}/{split}: {e}") from None
-    self.dataset, self.split, self.name = name, split, f"{name}/{split}"
+    self.dataset, self.split, self.name, self.id_kind = name, split, f"{name}/{split}", ids
     if len(self.source) == 0:
       raise DataError(data_dir, f"tfds {self.name} is empty")
+    if ids == "file_name" and "file_name" not in self.source.dataset_info.features:
+      raise DataError(
+        data_dir or "~/tensorflow_datasets",
+        f"tfds {self.name} has no file_name feature, so its records have no ids; name them by record "
+        "index with tfds_ids=index",
+      )
 
   def __len__(self) -> int:
     return len(self.source)
 
   def record(self, i: int) -> tuple[str, np.ndarray]:
     example = self.source[i]
-    name = example.get("file_name", str(i))
+    name = str(i) if self.id_kind == "index" else example["file_name"]
     return (name.decode() if isinstance(name, bytes) else str(name)), np.asarray(example["image"])
 
   def description(self) -> dict:
     """What the items are, independent of the data_dir: dataset, version, split and record count."""
     version = str(self.source.dataset_info.version)  # another version may hold other records in another order
-    return {
+    description = {
       "kind": "tfds",
       "name": self.dataset,
       "version": version,
       "split": self.split,
       "n_records": len(self),
     }
+    if self.id_kind == "index":  # other ids than file names (file names: the key stays absent, as before)
+      description["ids"] = "index"
+    return description
 
 
 class TextItems:

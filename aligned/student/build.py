@@ -51,8 +51,9 @@ RESUME_KEYS = (
   "dtype",
 )
 # Settings of `config.data` that change how inputs are read, not what they are (an image cache holds the
-# decode path's pixels bit for bit): a resumed run may change them.
-INPUT_ONLY = ("workers", "prefetch", "image_cache", "loader", "grain_workers")
+# decode path's pixels bit for bit; tfds_ids only names the records read by index): a resumed run may
+# change them.
+INPUT_ONLY = ("workers", "prefetch", "image_cache", "loader", "grain_workers", "tfds_ids")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -89,7 +90,9 @@ def build_items(config, backbone, kind: str):
       raise ValueError("data.source=tfds needs an image backbone")
     size = d.image_size or backbone.image_size
     normalization = d.normalization if d.preprocessing == "backbone" else "none"
-    source = item_sources.TfdsSource(d.tfds_name, d.tfds_split, d.tfds_data_dir)
+    source = item_sources.TfdsSource(
+      d.tfds_name, d.tfds_split, d.tfds_data_dir, ids=d.get("tfds_ids", "file_name")
+    )
     if d.get("image_cache"):  # the same records already resized: only /255 and the normalisation left
       cache = ImageCache(d.image_cache)
       check_image_cache(cache, source.description(), size)
