@@ -28,7 +28,7 @@ import os
 import ml_collections
 import numpy as np
 
-from aligned import artifacts, metrics, rsa, uncertainty
+from aligned import artifacts, metrics, provenance, rsa, uncertainty
 from aligned.data import embeddings as embeddings_io
 from aligned.data import levels as levels_io
 from aligned.data import similarity_matrices, things
@@ -138,6 +138,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   # written once every input has been read: bad input leaves the workdir as it was
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
+  # recomputed on every run: provenance.json only says what these results were made from
+  keys = ("embeddings", "transform", "triplets", "rsm", "rsm_objects", "levels", "levels_stimuli")
+  inputs = {k: config.get(k) for k in (*keys, "levels_embeddings", "levels_ids") if config.get(k)}
+  provenance.record(workdir, "evaluate", config.to_dict(), inputs)
   artifacts.save_npz(workdir / "arrays.npz", **arrays)  # before results.json, which marks a complete run
   artifacts.write_json(workdir / "results.json", results)
   return results

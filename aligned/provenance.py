@@ -126,6 +126,29 @@ def check_or_record(
   return "same"
 
 
+def record(
+  workdir: str | os.PathLike,
+  stage: str,
+  config: Mapping,
+  inputs: Mapping[str, str | os.PathLike],
+  volatile: Iterable[str] = (),
+) -> None:
+  """Writes provenance.json whatever it held: for stages that recompute everything on every run
+  (evaluate, transfer, report), it says what the results beside it were made from."""
+  volatile = set(volatile)
+  config = json.loads(json.dumps({k: v for k, v in dict(config).items() if k not in volatile}, default=str))
+  artifacts.write_json(
+    as_path(workdir) / FILE,
+    {
+      "stage": stage,
+      "config": config,
+      "inputs": {
+        name: {"path": os.fspath(p), "sha256": fingerprint(p)} for name, p in sorted(inputs.items())
+      },
+    },
+  )
+
+
 def start_over(workdir: str | os.PathLike, stage: str, owned: Iterable[str]) -> list[str]:
   """Deletes what `stage` wrote in `workdir` (`owned`: file and folder names relative to it) and its
   provenance.json, so the stage starts over; returns the names deleted. Only in a workdir whose

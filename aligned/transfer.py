@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from aligned import artifacts
+from aligned import artifacts, provenance
 from aligned.data import wordnet
 from aligned.data.class_labels import StoreLabels, map_labels, read_superclasses, store_labels
 from aligned.embedding_store import EmbeddingStore
@@ -300,6 +300,11 @@ def transfer(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   results["details"]["seconds"] = time.perf_counter() - start
   # after every store is read: bad input writes nothing
   artifacts.write_json(workdir / "config.json", config.to_dict())
+  # recomputed on every run: provenance.json only says what these results were made from
+  inputs = {f"stores.{name}": path for name, path in stores.paths.items()}
+  if config.superclasses and _wordnet_depth(config.superclasses) is None:
+    inputs["superclasses"] = config.superclasses
+  provenance.record(workdir, "transfer", config.to_dict(), inputs)
   artifacts.write_json(workdir / "results.json", results)
   return results
 

@@ -23,7 +23,7 @@ import os
 
 import ml_collections
 
-from aligned import artifacts
+from aligned import artifacts, provenance
 from aligned.paths import as_path
 from aligned.report.plots import make_plots
 from aligned.report.runs import Run, gather, load_run
@@ -84,6 +84,16 @@ def write_report(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
   )
   workdir.mkdir(parents=True, exist_ok=True)
   artifacts.write_json(workdir / "config.json", config.to_dict())
+  # recomputed on every run: provenance.json only says what the report was made from
+  inputs = {}
+  for run in runs:
+    for name in ("results.json", "arrays.npz"):
+      if (run.path / name).exists():
+        inputs[f"{run.name}/{name}"] = run.path / name
+  for k, path in enumerate(p.strip() for p in config.get("transfer", "").split(",")):
+    if path:
+      inputs[f"transfer[{k}]/results.json"] = as_path(path) / "results.json"
+  provenance.record(workdir, "report", config.to_dict(), inputs)
   artifacts.write_json(
     workdir / "results.json", {"runs": {run.name: run.results for run in runs}, "differences": found}
   )
