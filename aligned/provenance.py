@@ -68,6 +68,14 @@ def _flat(config: Mapping, prefix: str = "") -> dict:
   return out
 
 
+def _settings(config: Mapping, inputs: Mapping, volatile: Iterable[str]) -> dict:
+  """The settings to compare, flat (`a.b` keys): less the volatile ones and less the input paths, which
+  are compared by content under `inputs` (a store moved elsewhere is the same store)."""
+  config = json.loads(json.dumps(dict(config), default=str))
+  drop = set(volatile) | set(inputs)
+  return {k: v for k, v in _flat(config).items() if k not in drop}
+
+
 def _short(value) -> str:
   text = json.dumps(value)
   return text if len(text) <= 80 else text[:77] + "..."
@@ -82,12 +90,12 @@ def check_or_record(
 ) -> str:
   """Records provenance.json in a new workdir ("recorded"), or checks a rerun against it ("same").
 
-  `config` is the stage's settings (a dict; nested dicts compared key by key), `inputs` {name: path}
-  of the files or stores it reads, `volatile` the top-level keys that may change on a resume (e.g.
-  `restart`, a process index). Raises DataError(provenance.json, ...) naming what changed.
+  `config` is the stage's settings (a dict; nested dicts compared key by key, as `a.b`), `inputs`
+  {name: path} of the files or stores it reads (a setting of the same name is compared by content
+  only), `volatile` the keys that may change on a resume (e.g. `restart`, a process index). Raises
+  DataError(provenance.json, ...) naming what changed.
   """
-  volatile = set(volatile)
-  config = json.loads(json.dumps({k: v for k, v in dict(config).items() if k not in volatile}, default=str))
+  config = _settings(config, inputs, volatile)
   current = {
     "stage": stage,
     "config": config,
@@ -135,8 +143,7 @@ def record(
 ) -> None:
   """Writes provenance.json whatever it held: for stages that recompute everything on every run
   (evaluate, transfer, report), it says what the results beside it were made from."""
-  volatile = set(volatile)
-  config = json.loads(json.dumps({k: v for k, v in dict(config).items() if k not in volatile}, default=str))
+  config = _settings(config, inputs, volatile)
   artifacts.write_json(
     as_path(workdir) / FILE,
     {

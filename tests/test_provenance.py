@@ -48,7 +48,12 @@ def test_check_or_record_compares_settings_inputs_and_stage(tmp_path):
   artifacts.save_npy(tmp_path / "x.npy", np.ones(3))
   with pytest.raises(DataError, match=r"x .*x.npy \(sha256 [0-9a-f]{12}\) -> .*x.npy \(sha256"):
     provenance.check_or_record(w, "s", config, inputs, ("restart",))
-  assert json.loads((w / "provenance.json").read_text())["config"] == {"n": 1, "nested": {"a": 1}}
+  assert json.loads((w / "provenance.json").read_text())["config"] == {"n": 1, "nested.a": 1}
+  # an input's path is compared by content: the same bytes elsewhere are the same input
+  artifacts.save_npy(tmp_path / "y.npy", np.zeros(3))
+  artifacts.save_npy(tmp_path / "x.npy", np.zeros(3))
+  moved = {**config, "x": str(tmp_path / "y.npy")}
+  assert provenance.check_or_record(w, "s", moved, {"x": tmp_path / "y.npy"}, ("restart",)) == "same"
   provenance.record(w, "s", {"n": 2}, inputs)  # recomputing stages: overwritten, no comparison
   assert json.loads((w / "provenance.json").read_text())["config"] == {"n": 2}
 

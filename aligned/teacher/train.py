@@ -145,7 +145,8 @@ def _check_provenance(config, workdir) -> None:
     inputs["standin.spose"] = config.standin.spose
   for k, path in enumerate(f for f in config.eval_triplets if f):
     inputs[f"eval_triplets[{k}]"] = path
-  provenance.check_or_record(workdir, "teacher", config.to_dict(), inputs, volatile=("restart",))
+  volatile = ("restart", "eval_triplets")  # the eval files: compared by content, as inputs
+  provenance.check_or_record(workdir, "teacher", config.to_dict(), inputs, volatile)
 
 
 def fit_teacher(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
