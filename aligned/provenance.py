@@ -1,7 +1,8 @@
 """What a workdir was made from: `WORKDIR/provenance.json`, compared before a rerun reuses anything.
 
     {"stage": "generate",
-     "config": {...},                              # the settings, less the `volatile` ones
+     "config": {"n_train": ..., "a.b": ...},       # the settings, flat, less the `volatile` ones and
+                                                   # the inputs' paths (compared by content below)
      "inputs": {"teacher": {"path": ..., "sha256": ...}, "store": {...}}}
 
 A stage calls `check_or_record` before it writes anything. The first run records the file; a rerun
