@@ -164,10 +164,17 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
   if step not in manager.all_steps():
     raise DataError(folder, f"no checkpoint at step {step} ({manager.all_steps()})")
   # Restore onto this process's first device whatever mesh wrote the checkpoint.
-  metadata = manager.item_metadata(step).tree
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  try:  # a truncated or corrupt checkpoint: one line naming its folder and the array that failed
+    metadata = manager.item_metadata(step).tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  except Exception as e:  # orbax/tensorstore raise ValueError, OSError or a bare Exception here
+    cause = e.__cause__ if isinstance(e.__cause__, Exception) else e  # the cause names the array
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+    raise DataError(
+      folder / str(step), f"checkpoint cannot be read, truncated or corrupt ({first})"
+    ) from None
   return jax.tree.map(np.asarray, restored["params"])
 
 

@@ -276,18 +276,22 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
   workdir.mkdir(parents=True, exist_ok=True)
   d = config.data = resolve_data(config, workdir)
   validation_files(config)  # all there before anything is built
-  check_resume(workdir, config)
 
   mesh = distributed.make_mesh(config.mesh.data, config.mesh.fsdp)
   random_config = config.random_backbone.to_dict() if config.random_backbone else None
   backbone, kind = build_backbone(config.backbone, config.checkpoint, random_config, seed=config.seed)
-  if jax.process_index() == 0 and (arch := architecture(backbone)) is not None:
-    # what reading the run back needs (aligned.backbones.student.StudentEncoder), without the checkpoint
-    artifacts.write_json(workdir / ARCHITECTURE_FILE, {"backbone": config.backbone, "architecture": arch})
   student = Student(backbone, kind, config.head_dim, config.train, DTYPES[config.dtype])
   items = build_items(config, backbone, kind)
   train_files = student_data.alignet_files(d.root, d.transform, "train", d.samplings)
   train_rows = student_data.TripletRows(train_files, n_items=len(items))
+  val_rows = [  # every AligNet file read (and checked) before config.json or backbone.json is written
+    (name, student_data.TripletRows([p], n_items=len(items), limit=config.eval.max_triplets))
+    for name, p in validation_files(config)
+  ]
+  check_resume(workdir, config)
+  if jax.process_index() == 0 and (arch := architecture(backbone)) is not None:
+    # what reading the run back needs (aligned.backbones.student.StudentEncoder), without the checkpoint
+    artifacts.write_json(workdir / ARCHITECTURE_FILE, {"backbone": config.backbone, "architecture": arch})
 
   o = config.optimizer
   schedule = warmup_cosine(o.learning_rate, config.steps, o.warmup_steps)
@@ -302,16 +306,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
   )
   tau = _tau(config, workdir, student, items, alignet_path(d.root, d.transform, "val", d.samplings[0]))
   trainer = Trainer.create(student, optimizer, mesh, config.loss, tau, config.seed)
-  validation = [
-    ValidationEvaluator(
-      name,
-      student_data.TripletRows([p], n_items=len(items), limit=config.eval.max_triplets),
-      items,
-      trainer,
-      config.batch_size,
-    )
-    for name, p in validation_files(config)
-  ]
+  validation = [ValidationEvaluator(name, rows, items, trainer, config.batch_size) for name, rows in val_rows]
   c = config.checkpointing
   return Run(
     config=config,
