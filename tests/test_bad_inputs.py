@@ -496,6 +496,30 @@ def _nan_train(root):
   np.savez(path, **arrays)
 
 
+def _rsm(tmp, good):
+  np.save(tmp / "rsm.npy", np.eye(47))
+  things = good["things"]
+  return _evaluate_config(
+    rsm=str(tmp / "rsm.npy"), rsm_objects=str(things / "spose_embedding66d_rescaled_48val_reordered.csv")
+  )
+
+
+def _levels(text):
+  def make(tmp, good):
+    (tmp / "levels.csv").write_text(text)
+    np.save(tmp / "levels_e.npy", np.ones((3, 4)))
+    (tmp / "ids.txt").write_text("a.JPEG\nb.JPEG\nc.JPEG\n")
+    config = evaluate_config.get_config()
+    config.update(
+      levels=str(tmp / "levels.csv"),
+      levels_embeddings=str(tmp / "levels_e.npy"),
+      levels_ids=str(tmp / "ids.txt"),
+    )
+    return config
+
+  return make
+
+
 CASES = [
   # evaluate: human triplet files
   (
@@ -529,6 +553,29 @@ CASES = [
     ["t.txt", "row 51", "repeated"],
   ),
   ("triplets_empty_file", "evaluate", _eval_triplets("t.txt", lambda t: ""), ["t.txt", "no rows"]),
+  (
+    "noise_ceiling_choice_4",
+    "evaluate",
+    _eval_triplets(
+      "nc.tsv", lambda t: "1\t2\t3\t1\t0\n4\t5\t6\t4\t0\n", triplets_format="things_noise_ceiling"
+    ),
+    ["nc.tsv", "row 2", "choice"],
+  ),
+  ("rsm_wrong_shape", "evaluate", _rsm, ["48val_reordered.csv", "48 objects listed for a 47 x 47 matrix"]),
+  (
+    "levels_missing_column",
+    "evaluate",
+    _levels("rt,image1Path,image2Path\n1,a,b\n"),
+    ["levels.csv", "missing column", "image3Path"],
+  ),
+  (
+    "levels_bad_rt",
+    "evaluate",
+    _levels(
+      "rt,image1Path,image2Path,image3Path,selected_image,exp_trial_type,triplet_type\nfast,p/a.JPEG,p/b.JPEG,p/c.JPEG,p/a.JPEG,exp_trial,within_class\n"
+    ),
+    ["levels.csv", "row 2", "rt 'fast' is not a number"],
+  ),
   # evaluate: embeddings
   (
     "embeddings_nan",
