@@ -63,10 +63,11 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = 1 << 14) -> P:
   return P()
 
 
-def state_shardings(abstract_state, mesh: Mesh):
-  """A NamedSharding per leaf of a (possibly abstract) pytree: FSDP over `fsdp`, else replicated."""
+def state_shardings(abstract_state, mesh: Mesh, min_size: int = 1 << 14):
+  """A NamedSharding per leaf of a (possibly abstract) pytree: FSDP over `fsdp` (leaves of >= min_size
+  elements with a dimension it divides), else replicated."""
   fsdp = mesh.shape.get("fsdp", 1)
-  return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, fsdp)), abstract_state)
+  return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, fsdp, min_size)), abstract_state)
 
 
 def process_slice(n: int) -> slice:

@@ -157,7 +157,8 @@ def checkpoint_folder(workdir: str | os.PathLike, config: dict | None = None) ->
 def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
   """The parameters of a run's checkpoint (the latest by default), as host numpy arrays."""
   folder = checkpoint_folder(workdir)
-  manager = ocp.CheckpointManager(folder, item_handlers=ocp.StandardCheckpointHandler())
+  # PyTreeCheckpointHandler reads what StandardCheckpointHandler wrote, and can read a part of it
+  manager = ocp.CheckpointManager(folder, item_handlers=ocp.PyTreeCheckpointHandler())
   step = manager.latest_step() if step is None else step
   if step is None:
     raise DataError(folder, "no checkpoint")
@@ -167,13 +168,23 @@ def restore_params(workdir: str | os.PathLike, step: int | None = None) -> dict:
   try:  # a truncated or corrupt checkpoint: one line naming its folder and the array that failed
     metadata = manager.item_metadata(step).tree
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    # the parameters only: the optimiser state (twice their size for Adam) is never read
+    target = {
+      "params": jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata["params"]
+      )
+    }
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    restored = manager.restore(
+      step, args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+    )
   except Exception as e:  # orbax/tensorstore raise ValueError, OSError or a bare Exception here
     cause = e.__cause__ if isinstance(e.__cause__, Exception) else e  # the cause names the array
-    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    array = re.search(r'Error reading "([^"/]+)', first)  # tensorstore: "...mu.backbone.kernel/0.0.0"
+    where = f"array {array.group(1)}: " if array else ""
     raise DataError(
-      folder / str(step), f"checkpoint cannot be read, truncated or corrupt ({first})"
+      folder / str(step), f"{where}checkpoint cannot be read, truncated or corrupt ({first[:300]})"
     ) from None
   return jax.tree.map(np.asarray, restored["params"])
 

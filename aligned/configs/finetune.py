@@ -79,7 +79,8 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.batch_size = 512  # triplets per step (global, over all devices and processes)
   config.seed = 0
 
-  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})  # fsdp > 1 shards parameters
+  # fsdp > 1 shards every parameter (and its optimiser state) of >= fsdp_min_size elements
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "fsdp_min_size": 1 << 14})
 
   config.checkpointing = ml_collections.ConfigDict({"every": 1000, "keep": 3, "use_async": True})
   # orbax checkpoints: "" keeps them in W/checkpoints; a local or gs:// folder of its own otherwise

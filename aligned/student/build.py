@@ -305,7 +305,9 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
     trainable=student.trainable_mask,
   )
   tau = _tau(config, workdir, student, items, alignet_path(d.root, d.transform, "val", d.samplings[0]))
-  trainer = Trainer.create(student, optimizer, mesh, config.loss, tau, config.seed)
+  trainer = Trainer.create(
+    student, optimizer, mesh, config.loss, tau, config.seed, config.mesh.get("fsdp_min_size", 1 << 14)
+  )
   validation = [ValidationEvaluator(name, rows, items, trainer, config.batch_size) for name, rows in val_rows]
   c = config.checkpointing
   return Run(

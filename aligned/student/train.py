@@ -195,6 +195,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     "n_train_triplets": len(run.train_rows),
     "devices": jax.device_count(),
     "processes": jax.process_count(),
+    "fsdp_sharded_params": run.trainer.sharded_params,  # (arrays split over fsdp, all arrays)
     "steps_per_s": steps_done / wall if steps_done else None,
     "examples_per_s": steps_done * config.batch_size / wall if steps_done else None,
     "final": final,

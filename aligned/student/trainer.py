@@ -114,7 +114,14 @@ class Trainer:
 
   @classmethod
   def create(
-    cls, student: Student, optimizer, mesh: Mesh, loss: str = "jsd", tau: float = 100.0, seed: int = 0
+    cls,
+    student: Student,
+    optimizer,
+    mesh: Mesh,
+    loss: str = "jsd",
+    tau: float = 100.0,
+    seed: int = 0,
+    fsdp_min_size: int = 1 << 14,
   ):
     if loss not in LOSSES:
       raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
@@ -125,7 +132,7 @@ class Trainer:
 
     rng = jax.random.key(seed)
     shapes = jax.eval_shape(init_state, rng)
-    sharding = distributed.state_shardings(shapes, mesh)
+    sharding = distributed.state_shardings(shapes, mesh, fsdp_min_size)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, sharding)
     batch, replicated = NamedSharding(mesh, P(distributed.BATCH_AXES)), NamedSharding(mesh, P())
     step = functools.partial(train_step, student=student, optimizer=optimizer, loss=loss, tau=tau)
@@ -142,6 +149,12 @@ class Trainer:
       ),
       embed=jax.jit(student.embed, out_shardings=replicated),
     )
+
+  @property
+  def sharded_params(self) -> tuple[int, int]:
+    """(parameter arrays split over `fsdp`, all parameter arrays)."""
+    specs = [a.sharding.spec for a in jax.tree.leaves(self.abstract_state.params)]
+    return sum("fsdp" in spec for spec in specs), len(specs)
 
   @property
   def batch_sharding(self) -> NamedSharding:
