@@ -3,10 +3,11 @@
   python -m benchmarks.compare_workdirs runs/demo_a runs/demo_b [--all]
 
 For each file present in both (logs, locks and checkpoints' temporary files left out): identical by
-sha256, or the largest absolute difference over its arrays (`.npy`, `.npz`, orbax checkpoints as a
-folder of arrays are compared file by file) or over the numbers of a `.json` file (keys that hold
-times left out: `*_s`, `seconds`, `wall`, `timings`, `time`, `elapsed`). Prints one line per file
-(identical files only with `--all`) and a summary.
+sha256, or the largest absolute difference over its arrays (`.npy`, `.npz`; an orbax checkpoint
+folder by its parameters at the latest step, since its files hold timestamps) or over the numbers of
+a JSON file (text files with the workdir's own path replaced; keys that hold times left out: `*_s`,
+`seconds`, `wall`, `timings`, `time`, `elapsed`). Prints one line per file (identical ones only with
+`--all`) and a summary.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import math
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from aligned.artifacts import sha256_of
+from aligned.backbones.student import restore_params
 
 SKIPPED = (".aligned.lock", ".log", ".png", ".tmp")
 TEXT = (".json", ".jsonl", ".md", ".csv", ".txt", ".tsv")
@@ -50,6 +53,15 @@ def _numbers(tree, prefix=""):
   return {prefix: float(tree)}
 
 
+def _skeleton(tree):
+  """A JSON tree with every number replaced by 0 (what must match for numbers to be compared)."""
+  if isinstance(tree, dict):
+    return {k: _skeleton(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return [_skeleton(v) for v in tree]
+  return 0 if isinstance(tree, int | float) and not isinstance(tree, bool) else tree
+
+
 def _json(text: str):
   """A JSON file, or a JSON-lines file as a list."""
   try:
@@ -68,7 +80,7 @@ def _json_difference(x: str, y: str) -> float | None:
   if x == y:
     return 0.0
   nx, ny = _numbers(x), _numbers(y)
-  if nx.keys() != ny.keys():
+  if nx.keys() != ny.keys() or _skeleton(x) != _skeleton(y):  # text or structure differs
     return None
   gaps = [abs(nx[k] - ny[k]) for k in nx if not (math.isnan(nx[k]) and math.isnan(ny[k]))]
   return max(gaps, default=0.0)
@@ -113,16 +125,38 @@ def _difference(a: Path, b: Path, root_a: Path, root_b: Path) -> float | None:
   return _array_difference(a, b)
 
 
+def _params_difference(a: Path, b: Path) -> float | None:
+  """Largest absolute difference of two runs' parameters at their last common checkpoint."""
+  steps = [{int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()} for run in (a, b)]
+  common = steps[0] & steps[1]
+  if not common:
+    return None
+  x, y = restore_params(a, max(common)), restore_params(b, max(common))
+  if jax.tree.structure(x) != jax.tree.structure(y):
+    return None
+  gaps = jax.tree.leaves(jax.tree.map(lambda u, v: float(np.max(np.abs(u - v), initial=0.0)), x, y))
+  return max(gaps, default=0.0)
+
+
 def compare(a: str | Path, b: str | Path) -> list[dict]:
   """One row per file under `a` that `b` has too: path, identical (byte for byte, or for text files
   but for times and the workdir's path), max_abs_difference (None when identical, or when the files
   differ in a way that has no number: text, structure, shapes)."""
   a, b = Path(a).resolve(), Path(b).resolve()
-  rows = []
+  rows, checkpoints = [], set()
   for path in sorted(p for p in a.rglob("*") if p.is_file()):
     relative = path.relative_to(a)
     other = b / relative
     if any(str(relative).endswith(s) for s in SKIPPED) or not other.is_file():
+      continue
+    if "checkpoints" in relative.parts:  # orbax files hold timestamps: the parameters are compared
+      run = Path(*relative.parts[: relative.parts.index("checkpoints")])
+      if relative.name == "_CHECKPOINT_METADATA" and run not in checkpoints:
+        checkpoints.add(run)
+        gap = _params_difference(a / run, b / run)
+        rows.append(
+          {"path": f"{run}/checkpoints (parameters)", "identical": gap == 0.0, "max_abs_difference": gap}
+        )
       continue
     gap = 0.0 if sha256_of(path) == sha256_of(other) else _difference(path, other, a, b)
     identical = gap == 0.0

@@ -151,3 +151,15 @@ def test_compare_workdirs_tells_identical_from_different(tmp_path):
   assert not rows["stage/moved.npy"]["identical"]
   assert rows["stage/moved.npy"]["max_abs_difference"] == 2.0**-10
   assert compare_workdirs.format_rows(list(rows.values())).endswith("2 of 3 files identical")
+
+
+def test_compare_workdirs_json_numbers_and_text(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  for root, accuracy, name in ((a, 0.5, "x"), (b, 0.25, "x")):
+    root.mkdir()
+    (root / "numbers.json").write_text(json.dumps({"accuracy": accuracy, "name": name}))
+    (root / "text.json").write_text(json.dumps({"accuracy": 0.5, "input": f"/elsewhere/{root.name}.npy"}))
+  rows = {r["path"]: r for r in compare_workdirs.compare(a, b)}
+  assert rows["numbers.json"]["max_abs_difference"] == 0.25
+  # a string that differs (another input) is a difference without a number, never "identical"
+  assert not rows["text.json"]["identical"] and rows["text.json"]["max_abs_difference"] is None
