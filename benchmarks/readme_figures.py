@@ -7,7 +7,8 @@
 
 Each block sits in README.md between `<!-- NAME:begin -->` and `<!-- NAME:end -->` lines:
 - `demo-table`: what `make demo` prints, byte for byte (`aligned.demo.format_results` of the workdir's
-  `results.json`, the function the command prints with), in a code fence;
+  `results.json`, the function the command prints with) but for the data folder, spelled
+  `$ALIGNED_DATA`, in a code fence;
 - `eval-table`: the markdown table of the evaluation section (SPoSE and both MiniLM inputs, from the
   demo's `eval/reference`, `eval/base` and `eval/backbone` results).
 
@@ -26,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from aligned.data.cache import data_dir
 from aligned.demo import format_results
 from aligned.report.tables import markdown_table, num, pct
 
@@ -41,9 +43,12 @@ EVAL_ROWS = (
 EVAL_HEADER = ["run", "THINGS accuracy [95 % CI]", "T (CV)", "ECE", "RSA Spearman [95 % CI]"]
 
 
-def demo_block(results: dict) -> str:
-  """The demo's printed table, fenced."""
-  return "```\n" + format_results(results) + "\n```"
+def demo_block(results: dict, data_folder: str | None = None) -> str:
+  """The demo's printed table, fenced, with the data folder's path spelled `$ALIGNED_DATA`."""
+  text = format_results(results)
+  if data_folder:
+    text = text.replace(str(data_folder).rstrip("/") + "/", "$ALIGNED_DATA/")
+  return "```\n" + text + "\n```"
 
 
 def eval_table(evaluations: dict[str, dict]) -> str:
@@ -64,13 +69,15 @@ def eval_table(evaluations: dict[str, dict]) -> str:
   return markdown_table(EVAL_HEADER, rows)
 
 
-def blocks(workdir: str | os.PathLike) -> dict[str, str]:
-  """Every README block a finished demo workdir gives (`eval-table` only when its evaluations exist)."""
+def blocks(workdir: str | os.PathLike, data_folder: str | None = None) -> dict[str, str]:
+  """Every README block a finished demo workdir gives (`eval-table` only when its evaluations exist);
+  `data_folder` (default: the current one, `aligned.data.cache.data_dir()`) is spelled `$ALIGNED_DATA`."""
   workdir = Path(workdir)
   results = workdir / "results.json"
   if not results.exists():
     raise FileNotFoundError(f"{results}: no finished demo here (run `make demo`, or pass --run)")
-  out = {"demo-table": demo_block(json.loads(results.read_text()))}
+  data_folder = str(data_dir()) if data_folder is None else data_folder
+  out = {"demo-table": demo_block(json.loads(results.read_text()), data_folder)}
   evals = {folder: workdir / "eval" / folder / "results.json" for folder, _ in EVAL_ROWS}
   if all(p.exists() for p in evals.values()):
     out["eval-table"] = eval_table({k: json.loads(p.read_text()) for k, p in evals.items()})
@@ -143,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
   action.add_argument("--write", action="store_true", help="replace README's blocks")
   parser.add_argument("--keep-wall-time", action="store_true", help="with --write: keep README's wall time")
   parser.add_argument("--readme", default=str(README))
+  parser.add_argument("--data-folder", help="the run's data folder (default: $ALIGNED_DATA's)")
   args = parser.parse_args(argv)
 
   if args.run:
     run_demo(args.workdir)
-  new = blocks(args.workdir)
+  new = blocks(args.workdir, args.data_folder)
   readme = Path(args.readme)
   if args.check:
     diff = differences(readme.read_text(), new)
