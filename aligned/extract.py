@@ -40,7 +40,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from aligned import artifacts
+from aligned import artifacts, provenance
 from aligned.backbones import build_backbone, load_text_backbone
 from aligned.backbones.preprocessing import NORMALIZATIONS, resize_for_model
 from aligned.backbones.student import StudentEncoder
@@ -55,6 +55,9 @@ from aligned.progress import Progress
 
 SOURCES = (*TEXT_SOURCES, "image_folder", "things_images", "tfds")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# settings a resumed extraction may change: how the items are read and batched, not what they are
+VOLATILE = ("decode_threads", "image_cache", "batch_size", "restart")
+OWNED = ("store", "embeddings.npy", "config.json", "results.json")  # what restart=True deletes
 
 
 class ImageEmbedder:
@@ -129,6 +132,8 @@ class _Job(NamedTuple):
   embed_shard: Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (lo, hi) -> (ids, [hi - lo, d])
   description: dict  # how the embeddings were made (the store's metadata)
   pool: concurrent.futures.Executor | None = None
+  inputs: dict | None = None  # {name: path} fingerprinted in provenance.json (weights, a student run)
+  source: dict | None = None  # what the records are (tfds name/split/count, an image folder's listing)
 
 
 def _student(config) -> StudentEncoder | None:
@@ -150,6 +155,15 @@ def _describe_backbone(config, encoder, layer: str) -> dict:
   return {"backbone": config.backbone, "checkpoint": str(encoder.checkpoint), "layer": layer}
 
 
+def _weights(encoder) -> dict:
+  """{name: path} of the files the embeddings depend on: a registered backbone's weights folder, or
+  the trained student's checkpoint step (random weights: none, the config and seed define them)."""
+  if isinstance(encoder, StudentEncoder):
+    return {"student": encoder.checkpoint, "student config": encoder.run / "config.json"}
+  checkpoint = getattr(encoder, "checkpoint", None)
+  return {"checkpoint": checkpoint} if checkpoint else {}
+
+
 def _text_job(config) -> _Job:
   ids, texts = text_source(config.source, config.template, config.get("wordnet"))
   encoder = _student(config) or load_text_backbone(config.backbone, config.checkpoint)
@@ -167,7 +181,7 @@ def _text_job(config) -> _Job:
     "compute_dtype": config.compute_dtype,
     "root": "",
   }
-  return _Job(len(ids), ids, embed_shard, description)
+  return _Job(len(ids), ids, embed_shard, description, inputs=_weights(encoder))
 
 
 def _student_preprocessing(config, student: StudentEncoder):
@@ -203,6 +217,7 @@ def _image_job(config) -> _Job:
     config = _student_preprocessing(config, student)
   embedder = ImageEmbedder(config, data_mesh(), student)
   expected_ids = source.ids if config.source != "tfds" else None
+  described = describe_source(source)  # the records, not the cache that may stand in for them
   if config.get("image_cache"):  # the same records, already resized: the host only reads bytes
     cache = ImageCache(config.image_cache)
     check_image_cache(cache, describe_source(source), embedder.size)
@@ -224,7 +239,13 @@ def _image_job(config) -> _Job:
   ):  # random weights: the store is defined by the config and seed
     description["random_backbone"] = {**config.random_backbone.to_dict(), "seed": config.seed}
   return _Job(
-    len(source), expected_ids, lambda lo, hi: embedder.embed(source, lo, hi, pool), description, pool
+    len(source),
+    expected_ids,
+    lambda lo, hi: embedder.embed(source, lo, hi, pool),
+    description,
+    pool,
+    inputs={} if config.get("random_backbone") and student is None else _weights(embedder.encoder),
+    source=described,
   )
 
 
@@ -233,8 +254,20 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
   workdir = as_path(workdir)
   if config.source not in SOURCES:
     raise ValueError(f"unknown source {config.source!r}; supported: {', '.join(SOURCES)}")
+  if config.get("restart", False) and jax.process_index() == 0:
+    provenance.start_over(workdir, "extract", OWNED)
   job = _text_job(config) if config.source in TEXT_SOURCES else _image_job(config)
-  n_items, expected_ids, embed_shard, description, pool = job
+  n_items, expected_ids, embed_shard, description, pool = job[:5]
+  # the settings, the weights' sha256 and the records' description: a rerun on other weights or another
+  # folder at the same paths is refused before a shard of the old store is reused
+  provenance.check_or_record(
+    workdir,
+    "extract",
+    {**config.to_dict(), "source_records": job.source or {}},
+    job.inputs or {},
+    volatile=VOLATILE,
+    write=jax.process_index() == 0,
+  )
   store = EmbeddingStore(workdir / "store")
   store.open(
     {

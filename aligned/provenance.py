@@ -12,7 +12,10 @@ of two runs never mix silently. Inputs are compared by content, not by path (a s
 bucket is the same store): a file by its sha256; an embedding store folder by the sha256 of its
 `metadata.json` and of every `shard_*.json` record (which hold the shards' own sha256s), so a store of
 hundreds of gigabytes is fingerprinted by reading kilobytes, and soundly, since a shard is used only
-when its bytes match its record.
+when its bytes match its record; any other folder (model weights, a student's checkpoint) by the
+sha256 of every file in it. Inputs named in `listed` (an image folder of a million files, a tfds
+split) are fingerprinted by their listing instead: every file's relative name and size, not its
+bytes; the record says which.
 
 `start_over(workdir, stage, owned)` is what `--config.restart=True` does: it deletes the files and
 folders the stage owns (names relative to the workdir) and the record, only in a workdir whose
@@ -30,32 +33,50 @@ from collections.abc import Iterable, Mapping
 from aligned import artifacts
 from aligned.artifacts import sha256_of
 from aligned.errors import DataError
-from aligned.paths import as_path
+from aligned.paths import as_path, files_under
 
 FILE = "provenance.json"
 
 
-def fingerprint(path: str | os.PathLike) -> str:
-  """sha256 of a file; of an embedding store folder, the sha256 of its metadata.json and shard records."""
+def fingerprint(path: str | os.PathLike, listing: bool = False) -> str:
+  """sha256 of a file; of an embedding store folder, of its metadata.json and shard records; of any
+  other folder, of every file's relative name and sha256 (`listing=True`: name and size only)."""
   path = as_path(path)
   if not path.is_dir():
     if not path.exists():
       raise DataError(path, "not found")
     return sha256_of(path)
-  records = sorted(
-    (
+  digest = hashlib.sha256()
+  if listing:
+    for file in files_under(path):
+      digest.update(f"{_relative(file, path)} {file.stat().length}\n".encode())
+    return digest.hexdigest()
+  if (path / "metadata.json").exists():  # an embedding store: its records hold the shards' sha256s
+    files = [
       p
       for p in path.iterdir()
       if p.name == "metadata.json" or (p.name.startswith("shard_") and p.suffix == ".json")
-    ),
-    key=lambda p: p.name,
-  )
-  if not any(p.name == "metadata.json" for p in records):
-    raise DataError(path, "a folder without metadata.json: not an embedding store")
-  digest = hashlib.sha256()
-  for record in records:
-    digest.update(f"{record.name} {sha256_of(record)}\n".encode())
+    ]
+  else:
+    files = files_under(path)
+  if not files:
+    raise DataError(path, "an empty folder")
+  for file in sorted(files, key=lambda p: _relative(p, path)):
+    digest.update(f"{_relative(file, path)} {sha256_of(file)}\n".encode())
   return digest.hexdigest()
+
+
+def _relative(file, root) -> str:
+  return os.fspath(file)[len(os.fspath(root)) :].lstrip("/")
+
+
+def _fingerprints(inputs: Mapping[str, str | os.PathLike], listed: Iterable[str]) -> dict:
+  listed = set(listed)
+  return {
+    name: {"path": os.fspath(p), "sha256": fingerprint(p, listing=name in listed)}
+    | ({"of": "listing (names and sizes)"} if name in listed else {})
+    for name, p in sorted(inputs.items())
+  }
 
 
 def _flat(config: Mapping, prefix: str = "") -> dict:
@@ -88,23 +109,29 @@ def check_or_record(
   config: Mapping,
   inputs: Mapping[str, str | os.PathLike],
   volatile: Iterable[str] = (),
+  listed: Iterable[str] = (),
+  write: bool = True,
+  remedy: str = "use a new workdir or --config.restart=True",
 ) -> str:
   """Records provenance.json in a new workdir ("recorded"), or checks a rerun against it ("same").
 
   `config` is the stage's settings (a dict; nested dicts compared key by key, as `a.b`), `inputs`
   {name: path} of the files or stores it reads (a setting of the same name is compared by content
-  only), `volatile` the keys that may change on a resume (e.g. `restart`, a process index). Raises
+  only), `volatile` the keys that may change on a resume (e.g. `restart`, a process index), `listed`
+  the inputs fingerprinted by their listing (see the module docstring); `write=False` checks without
+  recording (every process of a multi-process run checks, process 0 records). Raises
   DataError(provenance.json, ...) naming what changed.
   """
   config = _settings(config, inputs, volatile)
   current = {
     "stage": stage,
     "config": config,
-    "inputs": {name: {"path": os.fspath(p), "sha256": fingerprint(p)} for name, p in sorted(inputs.items())},
+    "inputs": _fingerprints(inputs, listed),
   }
   path = as_path(workdir) / FILE
   if not path.exists():
-    artifacts.write_json(path, current)
+    if write:
+      artifacts.write_json(path, current)
     return "recorded"
   try:
     recorded = json.loads(path.read_text())
@@ -128,9 +155,7 @@ def check_or_record(
   if changes:
     raise DataError(
       path,
-      "this workdir was made with other settings or inputs: "
-      + "; ".join(changes)
-      + "; use a new workdir or --config.restart=True",
+      "this workdir was made with other settings or inputs: " + "; ".join(changes) + f"; {remedy}",
     )
   return "same"
 
@@ -141,6 +166,7 @@ def record(
   config: Mapping,
   inputs: Mapping[str, str | os.PathLike],
   volatile: Iterable[str] = (),
+  listed: Iterable[str] = (),
 ) -> None:
   """Writes provenance.json whatever it held: for stages that recompute everything on every run
   (evaluate, transfer, report), it says what the results beside it were made from."""
@@ -150,9 +176,7 @@ def record(
     {
       "stage": stage,
       "config": config,
-      "inputs": {
-        name: {"path": os.fspath(p), "sha256": fingerprint(p)} for name, p in sorted(inputs.items())
-      },
+      "inputs": _fingerprints(inputs, listed),
     },
   )
 

@@ -77,7 +77,19 @@ def test_kill_9_then_rerun_gives_the_complete_store(tmp_path):
     text=True,
     timeout=300,
   )
-  assert other.returncode == 2 and "other settings (preprocessing)" in other.stderr
+  assert other.returncode == 2 and 'other settings or inputs: template "{word}" -> "{word}!"' in other.stderr
+  # --config.restart=True deletes the store and starts over with the new settings
+  again = subprocess.run(
+    _command(tmp_path, "--config.template={word}!", "--config.restart=True"),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert json.loads((tmp_path / "provenance.json").read_text())["config"]["template"] == "{word}!"
+  assert EmbeddingStore(tmp_path / "store").read()[0].tolist() == ids.tolist()
 
 
 @pytest.mark.slow

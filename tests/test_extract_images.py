@@ -179,3 +179,34 @@ def test_images_and_workdir_in_a_bucket_give_the_same_store(tmp_path, images, ch
     "root": "gs://bucket/images",
   }
   assert extract(_config(bucket / "images", checkpoint), bucket / "run")["shards_written"] == 0
+
+
+def test_a_rerun_on_other_weights_or_another_folder_at_the_same_paths_is_refused(
+  tmp_path, images, checkpoint
+):
+  weights, folder = tmp_path / "vit", tmp_path / "images"
+  paths.copy_file(checkpoint / "config.json", weights / "config.json")
+  paths.copy_file(checkpoint / "model.safetensors", weights / "model.safetensors")
+  for image in images.rglob("*_*.*"):
+    paths.copy_file(image, folder / image.relative_to(images))
+  config = _config(folder, weights)
+  extract(config, tmp_path / "w")
+  recorded = json.loads((tmp_path / "w" / "provenance.json").read_text())
+  assert set(recorded["inputs"]) == {"checkpoint"}
+  assert recorded["config"]["source_records.n_records"] == 21
+  faster = _config(folder, weights, decode_threads=1)
+  faster.batch_size = 4
+  extract(faster, tmp_path / "w")  # read another way: the same run
+  store = sorted((tmp_path / "w" / "store").iterdir())
+  before = {p.name: p.read_bytes() for p in store}
+
+  data = bytearray((weights / "model.safetensors").read_bytes())
+  data[-4:] = bytes(4)  # other weights, the same size, at the same path
+  (weights / "model.safetensors").write_bytes(bytes(data))
+  with pytest.raises(DataError, match=r"provenance.json: .*checkpoint .*vit \(sha256 .*\) -> "):
+    extract(config, tmp_path / "w")
+  paths.copy_file(checkpoint / "model.safetensors", weights / "model.safetensors")
+  Image.new("RGB", (30, 30)).save(folder / "object0" / "object0_99.png")  # one more image
+  with pytest.raises(DataError, match=r"provenance.json: .*source_records.n_records 21 -> 22"):
+    extract(config, tmp_path / "w")
+  assert {p.name: p.read_bytes() for p in sorted((tmp_path / "w" / "store").iterdir())} == before

@@ -29,10 +29,41 @@ def test_a_store_is_fingerprinted_by_its_records_and_a_file_by_its_bytes(tmp_pat
   artifacts.save_npy(tmp_path / "x.npy", np.zeros(3))
   assert provenance.fingerprint(tmp_path / "x.npy") == artifacts.sha256_of(tmp_path / "x.npy")
   (tmp_path / "empty").mkdir()
-  with pytest.raises(DataError, match="not an embedding store"):
+  with pytest.raises(DataError, match="empty folder"):
     provenance.fingerprint(tmp_path / "empty")
   with pytest.raises(DataError, match="not found"):
     provenance.fingerprint(tmp_path / "missing.npy")
+
+
+def _folder(root, weights=b"w" * 10, name="model.safetensors"):
+  (root / "sub").mkdir(parents=True)
+  (root / "config.json").write_text("{}")
+  (root / "sub" / name).write_bytes(weights)
+  return root
+
+
+def test_another_folder_is_fingerprinted_by_every_file_or_by_its_listing(tmp_path):
+  a, b = _folder(tmp_path / "a"), _folder(tmp_path / "b")
+  assert provenance.fingerprint(a) == provenance.fingerprint(b)  # same files, another place
+  same_size = _folder(tmp_path / "c", b"W" * 10)  # other weights of the same size
+  assert provenance.fingerprint(same_size) != provenance.fingerprint(a)
+  assert provenance.fingerprint(same_size, listing=True) == provenance.fingerprint(a, listing=True)
+  renamed = _folder(tmp_path / "d", name="other.safetensors")
+  assert provenance.fingerprint(renamed) != provenance.fingerprint(a)
+  assert provenance.fingerprint(renamed, listing=True) != provenance.fingerprint(a, listing=True)
+  longer = _folder(tmp_path / "e", b"w" * 11)
+  assert provenance.fingerprint(longer, listing=True) != provenance.fingerprint(a, listing=True)
+
+
+def test_a_listed_input_is_recorded_as_a_listing_and_compared_by_it(tmp_path):
+  images = _folder(tmp_path / "images")
+  w = tmp_path / "w"
+  provenance.check_or_record(w, "s", {}, {"root": images}, listed=("root",))
+  recorded = json.loads((w / "provenance.json").read_text())["inputs"]["root"]
+  assert recorded["of"].startswith("listing") and recorded["sha256"] == provenance.fingerprint(images, True)
+  (images / "sub" / "new.png").write_bytes(b"x")
+  with pytest.raises(DataError, match=r"root .*images \(sha256 .*\) -> "):
+    provenance.check_or_record(w, "s", {}, {"root": images}, listed=("root",))
 
 
 def test_check_or_record_compares_settings_inputs_and_stage(tmp_path):

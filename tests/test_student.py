@@ -1,5 +1,7 @@
 """Student pieces: optimiser (against a NumPy reference), model, loss, input order."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -338,3 +340,22 @@ def test_a_resumed_run_may_change_how_inputs_are_read_but_not_what_they_are(tmp_
   config.data.image_size = 256
   with pytest.raises(ValueError, match=r"holds a run with other settings \(data\)"):
     build.check_resume(tmp_path, config)
+
+
+def test_a_rerun_on_other_alignet_files_at_the_same_path_is_refused(tmp_path):
+  from aligned.configs import finetune as finetune_config
+
+  root = tmp_path / "alignet"
+  item_sources.SyntheticImages(n_items=20, size=8, seed=0).write_alignet(root, n_train=40, n_val=10)
+  config = finetune_config.get_config("smoke")
+  config.data.root, config.data.samplings = str(root), ("synthetic",)
+  config.batch_size = 8
+  build.build_run(config, tmp_path / "run")
+  recorded = json.loads((tmp_path / "run" / "provenance.json").read_text())
+  assert recorded["stage"] == "finetune"
+  assert set(recorded["inputs"]) == {"train train_synthetic.npz", "val synthetic"}  # random weights: no file
+  build.build_run(config, tmp_path / "run")  # the same files: a resume
+  # other triplets written to the same paths (regenerated with another seed): refused, naming the file
+  item_sources.SyntheticImages(n_items=20, size=8, seed=0).write_alignet(root, n_train=40, n_val=10, seed=1)
+  with pytest.raises(DataError, match=r"provenance.json: .*train train_synthetic.npz .* -> .*; use a new"):
+    build.build_run(config, tmp_path / "run")

@@ -46,6 +46,9 @@ def get_config(variant: str = "things_minilm_word") -> ml_collections.ConfigDict
   config.decode_threads = 4  # host threads decoding the next batches
   config.batch_size = 128  # a multiple of the number of devices
   config.shard_size = 256
+  # True: delete this workdir's store and embeddings first (only where provenance.json shows extract
+  # wrote them) and start over; a rerun with other settings or inputs is refused otherwise
+  config.restart = False
   if variant == "things_minilm_definition":
     config.template = "{word}: {definition}"
   elif variant == "wordnet_minilm_definition":

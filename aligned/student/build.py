@@ -20,7 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from aligned import artifacts, distributed, evaluators, odd_one_out, uncertainty
+from aligned import artifacts, distributed, evaluators, odd_one_out, provenance, uncertainty
 from aligned.backbones import build_backbone
 from aligned.backbones.student import ARCHITECTURE_FILE, Student, architecture, checkpoint_folder
 from aligned.data import items as item_sources
@@ -169,15 +169,34 @@ def resolve_data(config, workdir: epath.Path) -> ml_collections.ConfigDict:
   return d
 
 
+def _compared(settings: dict) -> dict:
+  kept = {k: settings.get(k) for k in RESUME_KEYS}
+  kept["data"] = {k: v for k, v in (kept["data"] or {}).items() if k not in INPUT_ONLY}
+  return kept
+
+
+def check_inputs(workdir: epath.Path, config, train_files, validation, weights) -> None:
+  """provenance.json: the run's settings and the sha256 of every AligNet file and of the backbone's
+  weights (a local file or folder); a rerun whose files changed at the same paths is refused, naming
+  them. The item source is checked through the files' ids (`check_item_ids`)."""
+  inputs = {f"train {path.name}": path for path in train_files}
+  inputs |= {f"val {name}": path for name, path in validation}
+  if weights is not None:  # the backbone's weights folder (its default one when config.checkpoint is "")
+    inputs["checkpoint"] = weights
+  provenance.check_or_record(
+    workdir,
+    "finetune",
+    _compared(config.to_dict()),
+    inputs,
+    write=jax.process_index() == 0,
+    remedy="use a new --workdir",
+  )
+
+
 def check_resume(workdir: epath.Path, config) -> None:
   """Refuses a workdir whose config.json has other `RESUME_KEYS`; writes config.json otherwise."""
   path = workdir / "config.json"
-
-  def compared(settings: dict) -> dict:
-    kept = {k: settings.get(k) for k in RESUME_KEYS}
-    kept["data"] = {k: v for k, v in (kept["data"] or {}).items() if k not in INPUT_ONLY}
-    return kept
-
+  compared = _compared
   current = compared(config.to_dict())
   if path.exists():
     before = compared(json.loads(path.read_text()))
@@ -289,6 +308,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
     for name, p in validation_files(config)
   ]
   check_resume(workdir, config)
+  weights = None if config.random_backbone else getattr(backbone, "checkpoint", None)
+  check_inputs(workdir, config, train_files, validation_files(config), weights)
   if jax.process_index() == 0 and (arch := architecture(backbone)) is not None:
     # what reading the run back needs (aligned.backbones.student.StudentEncoder), without the checkpoint
     artifacts.write_json(workdir / ARCHITECTURE_FILE, {"backbone": config.backbone, "architecture": arch})
