@@ -46,7 +46,31 @@ def test_skips_done_stages_and_reruns_a_changed_one_with_its_dependents(tmp_path
   assert calls == ["a", "b", "report"] and changed.ran == {"a", "b"}
   assert not (tmp_path / "b" / "stale.txt").exists()  # a rerun starts from an empty folder
   assert (tmp_path / "a.txt").read_text() == "a 5"
-  assert json.loads((tmp_path / "a" / "stage_config.json").read_text()) == {"value": 5}
+  assert json.loads((tmp_path / "a" / "stage_config.json").read_text()) == {
+    "config": {"value": 5},
+    "inputs": {},
+  }
+  assert json.loads((tmp_path / "b" / "stage_config.json").read_text())["inputs"] == {
+    "a": artifacts.sha256_of(tmp_path / "a" / "results.json")
+  }
+
+
+def test_a_stage_whose_input_was_recomputed_by_a_killed_run_is_not_skipped(tmp_path):
+  calls = []
+  run_stages(_table(calls), tmp_path, lambda line: None)
+
+  def killed_after_a(line):  # the run dies once `a` is recomputed, before `b` starts
+    if line.startswith("[a]") and line.endswith(" s"):
+      raise KeyboardInterrupt
+
+  try:
+    run_stages(_table(calls, value=5), tmp_path, killed_after_a)
+  except KeyboardInterrupt:
+    pass
+  assert json.loads((tmp_path / "b" / "results.json").read_text()) == {"value": 2}  # made from a = 1
+  calls.clear()
+  run_stages(_table(calls, value=5), tmp_path, lambda line: None)
+  assert calls == ["b", "report"]  # `a` is done (same config), but `b` read the old `a`: it runs again
 
 
 def test_an_unfinished_stage_runs_again_in_its_folder(tmp_path):
@@ -54,7 +78,7 @@ def test_an_unfinished_stage_runs_again_in_its_folder(tmp_path):
   table = _table(calls)
   (tmp_path / "c").mkdir()
   (tmp_path / "c" / "partial.txt").write_text("kept: the stage resumes from it")
-  artifacts.write_json(tmp_path / "c" / "stage_config.json", {"value": 3})
+  artifacts.write_json(tmp_path / "c" / "stage_config.json", {"config": {"value": 3}, "inputs": {}})
   run_stages(table, tmp_path, lambda line: None)
   assert "c" in calls and (tmp_path / "c" / "partial.txt").exists()
 

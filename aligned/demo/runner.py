@@ -2,10 +2,12 @@
 
 A `Stage` is a name, a folder, a config, the names of the stages whose outputs it reads, and a
 function `fn(config, folder) -> results`. `run_stages` runs the table in order:
-- a stage that finished before (its `results.json` exists) with the same config, none of whose inputs
-  was recomputed in this run, is skipped and its results are read back;
-- a stage whose config changed, or one of whose inputs was recomputed, starts again from an empty
-  folder (its results would be stale);
+- a stage that finished before (its `results.json` exists) with the same config and the same inputs
+  is skipped and its results are read back;
+- a stage whose config changed, or one of whose inputs changed, starts again from an empty folder
+  (its results would be stale). Its inputs are the stages it reads: `stage_config.json` records the
+  sha256 of each one's `results.json` when the stage starts, so an upstream stage recomputed in an
+  earlier, killed run is noticed too, not only one recomputed in this run;
 - an unfinished stage runs again in its folder (the stages themselves resume from what they left);
 - `always` stages (cheap, idempotent ones: building a dataset, writing the report) run every time.
 After a stage, its `outputs` (paths relative to the workdir) are copied into place, atomically.
@@ -45,12 +47,22 @@ class StageRun:
   ran: set[str] = dataclasses.field(default_factory=set)
 
 
-def _run_one(stage: Stage, workdir: epath.Path, done: StageRun, log) -> None:
+def _run_one(stage: Stage, workdir: epath.Path, done: StageRun, folders: dict[str, str], log) -> None:
   folder = workdir / stage.folder
-  current = json.loads(json.dumps(stage.config.to_dict()))
+  inputs = {  # what the stage reads: each upstream stage's results, by content
+    dep: artifacts.sha256_of(path) if (path := workdir / folders[dep] / "results.json").exists() else None
+    for dep in stage.deps
+    if dep in folders
+  }
+  current = {"config": json.loads(json.dumps(stage.config.to_dict())), "inputs": inputs}
   record = folder / "stage_config.json"
-  changed = record.exists() and json.loads(record.read_text()) != current
-  upstream = sorted(d for d in stage.deps if d in done.ran)
+  recorded = json.loads(record.read_text()) if record.exists() else None
+  changed = recorded is not None and recorded.get("config") != current["config"]
+  upstream = sorted(
+    d
+    for d in stage.deps
+    if d in done.ran or (recorded and recorded.get("inputs", {}).get(d) != inputs.get(d))
+  )
   if not stage.always and (folder / "results.json").exists() and not changed and not upstream:
     log(f"[{stage.name}] done before: {folder}")
     done.timings[stage.name] = None
@@ -77,8 +89,9 @@ def run_stages(stages: list[Stage], workdir: str | os.PathLike, log=print) -> St
   be a local folder or a bucket (`gs://...`)."""
   workdir = paths.absolute(workdir)
   done = StageRun()
+  folders = {stage.name: stage.folder for stage in stages}
   for stage in stages:
-    _run_one(stage, workdir, done, log)
+    _run_one(stage, workdir, done, folders, log)
     for source, target in stage.outputs.items():
       paths.copy_file(workdir / source, workdir / target)
   return done
