@@ -236,7 +236,8 @@ def test_only_process_0_of_a_multi_process_run_takes_the_lock(tmp_path):
 
   assert takes_workdir_lock(config()) and takes_workdir_lock(config(num_processes=2))
   assert not takes_workdir_lock(config(num_processes=2, process_id=1))
-  assert not takes_workdir_lock(config(auto=True))
+  assert not takes_workdir_lock(config(auto=True))  # no launcher variables: the index is unknown
+
   assert not takes_workdir_lock(ml_collections.ConfigDict({"process_count": 4, "process_index": 3}))
   assert takes_workdir_lock(ml_collections.ConfigDict({"process_count": 4, "process_index": 0}))
   assert takes_workdir_lock(ml_collections.ConfigDict({"process_count": 0, "process_index": 0}))
@@ -306,3 +307,23 @@ def test_sigterm_releases_the_lock_and_ends_the_command_as_sigterm_does(tmp_path
   finally:
     child.kill()
   assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_with_jax_finding_the_processes_process_0_is_found_from_the_launchers_variables(monkeypatch):
+  config = ml_collections.ConfigDict({"distributed": {"num_processes": 1, "process_id": 0, "auto": True}})
+  for name in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "TPU_WORKER_ID", "MEGASCALE_SLICE_ID"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv("SLURM_PROCID", "0")
+  assert takes_workdir_lock(config)
+  monkeypatch.setenv("SLURM_PROCID", "3")
+  assert not takes_workdir_lock(config)
+  monkeypatch.delenv("SLURM_PROCID")
+  monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+  assert not takes_workdir_lock(config)
+  monkeypatch.delenv("OMPI_COMM_WORLD_RANK")
+  monkeypatch.setenv("TPU_WORKER_ID", "0")
+  assert takes_workdir_lock(config)
+  monkeypatch.setenv("MEGASCALE_SLICE_ID", "1")  # worker 0 of the second slice
+  assert not takes_workdir_lock(config)
+  monkeypatch.setenv("MEGASCALE_SLICE_ID", "0")
+  assert takes_workdir_lock(config)

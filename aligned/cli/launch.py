@@ -85,16 +85,34 @@ def start(main: Callable) -> None:
   app.run(main, argv=argv)
 
 
+# `distributed.auto`: the variables a launcher sets, from which JAX finds this process's index
+# (SLURM, Open MPI, a TPU slice on GKE or with its worker id exported; a multislice run adds the slice)
+RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "TPU_WORKER_ID")
+
+
+def _auto_process_is_first() -> bool | None:
+  """Whether this is process 0 by the launcher's variables; None when none is set (a Cloud TPU VM
+  reads its worker id from the metadata server once jax.distributed starts)."""
+  for name in RANK_VARIABLES:
+    if os.environ.get(name, "").strip().isdigit():
+      first = int(os.environ[name]) == 0
+      if name == "TPU_WORKER_ID":
+        first = first and os.environ.get("MEGASCALE_SLICE_ID", "0").strip() in ("", "0")
+      return first
+  return None
+
+
 def takes_workdir_lock(config) -> bool:
   """Whether this process takes the workdir lock: yes, unless it is not process 0 of a multi-process
-  run (`distributed.num_processes` > 1, or generation's `process_count` > 1) or the processes are
-  found by JAX (`distributed.auto`: the index is known only after `jax.distributed` starts)."""
+  run (`distributed.num_processes` > 1, or generation's `process_count` > 1). With `distributed.auto`
+  process 0 is found from the launcher's variables (`RANK_VARIABLES`); where none is set, no process
+  takes it (the index is known only after `jax.distributed` starts)."""
   get = getattr(config, "get", None)
   if get is None:
     return True
   distributed = get("distributed") or {}
   if distributed.get("auto", False):
-    return False
+    return bool(_auto_process_is_first())
   if distributed.get("num_processes", 1) > 1:
     return distributed.get("process_id", 0) == 0
   if (get("process_count") or 0) > 1:
