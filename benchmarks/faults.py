@@ -1,17 +1,22 @@
 """Fault tests at real settings: kill -9 at random points, rerun, compare with an uninterrupted run.
 
   python -m benchmarks.faults --stage student|teacher|generate|demo|all --kills 10 --seed 0 \
-      [--workdir DIR] [--chain 1]
+      [--workdir DIR] [--chain 1] [--by time|progress] [--keep]
 
 For each stage: one uninterrupted reference run (its wall time T from launch to exit, and L, when its
-workdir lock appeared: the end of Python's and JAX's start-up, where a kill tests nothing), then
+workdir lock appeared: before that the command has not touched its workdir, a kill tests nothing), then
 `--kills` trials. A trial launches the stage's command in a fresh workdir and SIGKILLs its whole process
 group after a delay drawn uniformly from (L, T) (numpy `default_rng([seed, stage])`, drawn before any
 trial, so a seed gives the same delays anywhere; `--chain K` kills K successive launches of the same
 workdir, each at its own delay); then it reruns the same command to completion and compares the final
 outputs with the reference. A launch that ends before its delay is not killed (the tally says
-"finished"). Where a kill landed is read from the workdir right after it (checkpoints, files, the
-stage being run).
+"finished"): on a loaded machine a launch can run faster than the reference. `--by progress` draws
+kill points from the stage's own progress instead, so every kill lands inside the work whatever the
+load: the student's at a training step (uniform over 10, 20, ..., steps - 10, killed once metrics.jsonl
+logs it), the teacher's after k metrics lines (k uniform below the reference's count: CV folds, the
+fit), generation's after k complete files (k uniform below the count; 0: after k-means); the demo's
+stay random times. Where a kill landed
+is read from the workdir right after it (checkpoints, files, the stage being run).
 
 Stages (the smallest configs of each command, at the settings that matter):
   student   `experiments.finetune` smoke variant with the release's settings: asynchronous orbax
@@ -21,10 +26,10 @@ Stages (the smallest configs of each command, at the settings that matter):
   teacher   `experiments.teacher` smoke variant on distorted SPoSE embeddings (32-d). Compared: every
             array of transform.npz and the numbers of results.json.
   generate  `experiments.generate` smoke variant on a 1,600-item store, 120 k triplets in 4,096-triplet
-            chunks. Compared: sha256 of every output file.
+            chunks. Compared: sha256 of every output file (JSON files by their values).
   demo      `experiments.demo --config=demo:images`, shrunk as tests/test_demo.py shrinks it (every stage:
             shapes, extract, teacher, generate, two students, embeddings, evaluate, transfer, report).
-            Compared: the numbers of results.json and results.csv.
+            Compared: the numbers of results.json and results.csv, and both students' parameters.
 
 Every comparison is bit-for-bit (tolerance 0): numbers are compared as read, timings and paths left
 out. Each rerun must exit 0, and where the kill left the workdir lock (`.aligned.lock`, the dead pid),
@@ -83,6 +88,8 @@ class StageSpec:
   fingerprint: Callable[[Path], dict]  # workdir -> {name: array or value}, the outputs compared
   landed: Callable[[Path, str], str]  # (workdir, the killed launch's output) -> where the kill landed
   resumed: Callable[[Path, str], str] = lambda workdir, output: ""  # what the rerun reused, in words
+  # --by progress: (generator, the reference's workdir) -> a random kill condition (workdir, log) -> bool
+  progress: Callable[[np.random.Generator, Path], Callable[[Path, Path], bool]] | None = None
   tolerance: float = 0.0
   timeout_s: float = 900.0
 
@@ -169,6 +176,17 @@ def _student_landed(workdir: Path, output: str) -> str:
   return "before the first checkpoint" if (workdir / "config.json").exists() else "at start-up"
 
 
+def _student_at_step(rng: np.random.Generator, reference: Path) -> Callable[[Path, Path], bool]:
+  """Kill once metrics.jsonl logs a training step drawn uniformly from 10, 20, ..., steps - 10."""
+  target = int(rng.integers(1, STUDENT_STEPS // 10)) * 10
+
+  def reached(workdir: Path, log: Path) -> bool:
+    metrics = workdir / "metrics.jsonl"
+    return metrics.exists() and f'{{"step": {target}, "accuracy"' in metrics.read_text()
+
+  return reached
+
+
 def _student_resumed(workdir: Path, output: str) -> str:
   step = json.loads((workdir / "results.json").read_text()).get("resumed_from_step", 0)
   return f"from step {step}" if step else "from scratch"
@@ -197,6 +215,17 @@ def _teacher_fingerprint(workdir: Path) -> dict:
     out = {f"transform.npz/{k}": np.asarray(z[k]) for k in z.files}
   out.update(json_numbers(workdir / "results.json", workdir))
   return out
+
+
+def _teacher_at_line(rng: np.random.Generator, reference: Path) -> Callable[[Path, Path], bool]:
+  """Kill once metrics.jsonl has k lines, k uniform over 1 .. the reference's count - 1 (CV, fit)."""
+  target = int(rng.integers(1, len((reference / "metrics.jsonl").read_text().splitlines())))
+
+  def reached(workdir: Path, log: Path) -> bool:
+    metrics = workdir / "metrics.jsonl"
+    return metrics.exists() and metrics.read_text().count("\n") >= target
+
+  return reached
 
 
 def _teacher_landed(workdir: Path, output: str) -> str:
@@ -280,6 +309,22 @@ def _generate_fingerprint(workdir: Path) -> dict:
   return out
 
 
+def _generate_at_file(rng: np.random.Generator, reference: Path) -> Callable[[Path, Path], bool]:
+  """Kill once k files are complete (0: once k-means is saved), k uniform over 0 .. files - 1."""
+  target = int(rng.integers(0, len(json.loads((reference / "manifest.json").read_text())["files"])))
+
+  def reached(workdir: Path, log: Path) -> bool:
+    if target == 0:
+      return (workdir / "clusters").is_dir() and any((workdir / "clusters").glob("*.npz"))
+    manifest = workdir / "manifest.json"
+    try:
+      return manifest.exists() and len(json.loads(manifest.read_text())["files"]) >= target
+    except json.JSONDecodeError:  # being replaced (atomic on a disk: not expected)
+      return False
+
+  return reached
+
+
 def _generate_landed(workdir: Path, output: str) -> str:
   manifest = workdir / "manifest.json"
   if manifest.exists():
@@ -356,11 +401,29 @@ def _demo_resumed(workdir: Path, output: str) -> str:
 
 SPECS = {
   "student": StageSpec(
-    "student", lambda inputs: None, _student_command, _student_fingerprint, _student_landed, _student_resumed
+    "student",
+    lambda inputs: None,
+    _student_command,
+    _student_fingerprint,
+    _student_landed,
+    _student_resumed,
+    progress=_student_at_step,
   ),
-  "teacher": StageSpec("teacher", _teacher_prepare, _teacher_command, _teacher_fingerprint, _teacher_landed),
+  "teacher": StageSpec(
+    "teacher",
+    _teacher_prepare,
+    _teacher_command,
+    _teacher_fingerprint,
+    _teacher_landed,
+    progress=_teacher_at_line,
+  ),
   "generate": StageSpec(
-    "generate", _generate_prepare, _generate_command, _generate_fingerprint, _generate_landed
+    "generate",
+    _generate_prepare,
+    _generate_command,
+    _generate_fingerprint,
+    _generate_landed,
+    progress=_generate_at_file,
   ),
   "demo": StageSpec(
     "demo", lambda inputs: None, _demo_command, _demo_fingerprint, _demo_landed, _demo_resumed, timeout_s=1800
@@ -545,6 +608,7 @@ def run_stage(
   points: list[list] | None = None,
   extra: tuple[str, ...] = (),
   keep: bool = False,
+  by: str = "time",
 ) -> StageTally:
   """The reference run of a stage (its command + `extra` arguments) and `kills` trials, each `chain`
   kills at random points of (L, T), then a rerun to completion. `points` (a list per trial of kill
@@ -567,8 +631,10 @@ def run_stage(
   log(
     f"{name}: reference run {first.seconds:.1f} s (lock taken at {start:.1f} s), {len(reference)} outputs compared"
   )
-  if points is None:  # within the run: from the lock's appearance to the reference's end
-    rng = np.random.default_rng([seed, STAGES.index(name)])
+  rng = np.random.default_rng([seed, STAGES.index(name)])
+  if points is None and by == "progress" and spec.progress is not None:  # conditions on the run's progress
+    points = [[spec.progress(rng, reference_dir) for _ in range(chain)] for _ in range(kills)]
+  elif points is None:  # within the run: from the lock's appearance to the reference's end
     points = [[str(f) for f in row] for row in rng.uniform(0.0, 1.0, size=(kills, chain))]
   trials = []
   for i, row in enumerate(points):
@@ -593,7 +659,7 @@ def format_tally(tally: StageTally) -> str:
   """The table of one stage's trials (a row per kill; a trial's last row carries its rerun) and a
   summary line."""
   header = (
-    f"{'#':>3}  {'kill at s':>9}  {'landed':<28}  {'lock':<6}  {'rerun':>5}  {'resumed':<18}  {'rerun s':>7}"
+    f"{'#':>3}  {'kill at s':>9}  {'landed':<40}  {'lock':<6}  {'rerun':>5}  {'resumed':<18}  {'rerun s':>7}"
     f"  {'identical':<9}  max|diff|"
   )
   lines = [
@@ -604,7 +670,7 @@ def format_tally(tally: StageTally) -> str:
   for i, t in enumerate(tally.trials):
     for j, k in enumerate(t.kills):
       lock = "none" if t.kills[j].lock_pid is None else "taken" if t.lock_ok else "NOT OK"
-      row = f"{i if j == 0 else '':>3}  {k.seconds:>9.2f}  {k.landed:<28}  {lock:<6}"
+      row = f"{i if j == 0 else '':>3}  {k.seconds:>9.2f}  {k.landed:<40}  {lock:<6}"
       if j == len(t.kills) - 1:
         row += (
           f"  {t.rerun.returncode!s:>5}  {t.resumed:<18}  {t.rerun.seconds:>7.1f}"
@@ -638,6 +704,13 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workdir", default="", help="default: a temporary folder, deleted after")
   parser.add_argument("--keep", action="store_true", help="keep the workdirs of trials that passed")
+  parser.add_argument(
+    "--by",
+    choices=("time", "progress"),
+    default="time",
+    help="kill points: random times in (L, T); progress: random points of the stage's own progress "
+    "(student: training steps, teacher: metrics lines, generate: files; the demo by time)",
+  )
   args = parser.parse_args(argv)
   root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="faults-"))
   stages = STAGES if args.stage == "all" else (args.stage,)
@@ -645,7 +718,14 @@ def main(argv=None) -> int:
   try:
     for name in stages:
       tally = run_stage(
-        name, root / name, args.kills, args.seed, args.chain, log=lambda line: print(line, flush=True)
+        name,
+        root / name,
+        args.kills,
+        args.seed,
+        args.chain,
+        log=lambda line: print(line, flush=True),
+        keep=args.keep,
+        by=args.by,
       )
       tallies.append(tally)
       print(format_tally(tally), flush=True)
