@@ -134,6 +134,7 @@ class _Job(NamedTuple):
   pool: concurrent.futures.Executor | None = None
   inputs: dict | None = None  # {name: path} fingerprinted in provenance.json (weights, a student run)
   source: dict | None = None  # what the records are (tfds name/split/count, an image folder's listing)
+  check: Callable[[list[int]], None] | None = None  # items -> DataError if one cannot be read (headers)
 
 
 def _student(config) -> StudentEncoder | None:
@@ -246,6 +247,7 @@ def _image_job(config) -> _Job:
     pool,
     inputs={} if config.get("random_backbone") and student is None else _weights(embedder.encoder),
     source=described,
+    check=None if config.get("image_cache") else getattr(source, "check_headers", None),
   )
 
 
@@ -258,6 +260,11 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
     provenance.start_over(workdir, "extract", OWNED)
   job = _text_job(config) if config.source in TEXT_SOURCES else _image_job(config)
   n_items, expected_ids, embed_shard, description, pool = job[:5]
+  store = EmbeddingStore(workdir / "store")
+  if job.check is not None:  # before anything is written: every image still to embed has a readable header
+    size = config.shard_size
+    pending = [k for k in range(-(-n_items // size)) if not store.is_complete(k)]
+    job.check([i for k in pending for i in range(k * size, min((k + 1) * size, n_items))])
   # the settings, the weights' sha256 and the records' description: a rerun on other weights or another
   # folder at the same paths is refused before a shard of the old store is reused
   provenance.check_or_record(
@@ -268,7 +275,6 @@ def extract(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> di
     volatile=VOLATILE,
     write=jax.process_index() == 0,
   )
-  store = EmbeddingStore(workdir / "store")
   store.open(
     {
       **description,

@@ -739,16 +739,7 @@ CASES = [
     ["features.npy", "object 9", "non-finite value nan"],
   ),
   # extract
-  pytest.param(
-    "extract_undecodable_image",
-    "extract",
-    _extract(_broken_image),
-    ["3.png", "cannot decode"],
-    marks=pytest.mark.xfail(
-      strict=True,
-      reason="a streaming stage writes its store/cache shard by shard (resumable); an image is decoded only when its batch is reached, so one that cannot be decoded stops the run after earlier shards were written: refusing before any write would mean decoding every image twice",
-    ),
-  ),
+  ("extract_undecodable_image", "extract", _extract(_broken_image), ["3.png", "cannot decode"]),
   (
     "extract_root_is_a_file",
     "extract",
@@ -777,16 +768,7 @@ CASES = [
     ["head/bias has shape (8,), the architecture (48,)"],
   ),
   # cache_images
-  pytest.param(
-    "cache_undecodable_image",
-    "cache_images",
-    _cache_images(_broken_image),
-    ["3.png", "cannot decode"],
-    marks=pytest.mark.xfail(
-      strict=True,
-      reason="a streaming stage writes its store/cache shard by shard (resumable); an image is decoded only when its batch is reached, so one that cannot be decoded stops the run after earlier shards were written: refusing before any write would mean decoding every image twice",
-    ),
-  ),
+  ("cache_undecodable_image", "cache_images", _cache_images(_broken_image), ["3.png", "cannot decode"]),
   # finetune
   ("finetune_missing_validation_file", "finetune", _finetune(_remove_val), ["val_", "npz"]),
   ("finetune_nan_similarity", "finetune", _finetune(_nan_train), ["train_", "nan"]),

@@ -210,3 +210,21 @@ def test_a_rerun_on_other_weights_or_another_folder_at_the_same_paths_is_refused
   with pytest.raises(DataError, match=r"provenance.json: .*source_records.n_records 21 -> 22"):
     extract(config, tmp_path / "w")
   assert {p.name: p.read_bytes() for p in sorted((tmp_path / "w" / "store").iterdir())} == before
+
+
+def test_an_image_that_cannot_be_read_is_refused_before_any_shard_is_written(tmp_path, images, checkpoint):
+  folder = tmp_path / "images"
+  for image in images.rglob("*_*.*"):
+    paths.copy_file(image, folder / image.relative_to(images))
+  ids = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*_*.*"))
+  bad = folder / ids[19]  # in the last shard (8 images a shard)
+  good = bad.read_bytes()
+  bad.write_bytes(b"not an image")
+  with pytest.raises(DataError, match=rf"{ids[19]}: cannot decode image"):
+    extract(_config(folder, checkpoint), tmp_path / "w")
+  assert not (tmp_path / "w" / "store").exists()  # refused before the first shard, not after two
+  bad.write_bytes(good)
+  extract(_config(folder, checkpoint), tmp_path / "w")
+  # a resumed run checks only the images still to embed: a complete shard's files are not read again
+  (folder / ids[0]).write_bytes(b"not an image")
+  assert extract(_config(folder, checkpoint), tmp_path / "w")["shards_written"] == 0

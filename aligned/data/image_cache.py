@@ -275,9 +275,11 @@ def build_image_cache(
     "pixels": PIXELS,
     "resize": "aligned.backbones.preprocessing.resize_for_model (AligNet cubic, uint8)",
   }
-  _open_metadata(root, metadata)
   n_shards = -(-n // shard_size)
   missing = [k for k in range(n_shards) if not _shard_paths(root, k)[2].exists()]
+  if hasattr(source, "check_headers"):  # an image folder: a file that is no image, refused before any write
+    source.check_headers([i for k in missing for i in range(k * shard_size, min((k + 1) * shard_size, n))])
+  _open_metadata(root, metadata)
   report = Progress(sum(min(shard_size, n - k * shard_size) for k in missing), "images", enabled=progress)
   start, done, written = time.perf_counter(), 0, 0
   workers = min(workers, len(missing))

@@ -115,6 +115,28 @@ class ImageFolderSource:
   def record(self, i: int) -> tuple[str, np.ndarray]:
     return str(self.ids[i]), load_image(self.root / self.ids[i])
 
+  def check_headers(self, indices, threads: int = 8) -> None:
+    """Reads the header of each image of `indices` (no pixels): a file that is not an image is a
+    DataError naming it (the first in item order) before a streaming stage writes anything. A file
+    whose header is fine but whose body is truncated is found only when it is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    def problem(i):
+      path = self.root / self.ids[i]
+      try:
+        with path.open("rb") as f, Image.open(f) as image:
+          image.size  # noqa: B018 (the header is parsed on open; size is part of it)
+      except (OSError, UnidentifiedImageError) as e:
+        return path, e
+      return None
+
+    indices = list(indices)
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+      for lo in range(0, len(indices), 4096):  # a bounded number of futures for a million images
+        for found in pool.map(problem, indices[lo : lo + 4096]):
+          if found is not None:
+            raise DataError(found[0], f"cannot decode image ({found[1]})")
+
   def description(self) -> dict:
     """What the items are, independent of where the folder lies: the sha256 of the sorted listing."""
     return {
