@@ -129,7 +129,11 @@ def test_command_check_and_write(tmp_path, capsys):
   assert format_results(RESULTS) in readme.read_text()
 
 
-def test_markers_missing_or_doubled_are_refused():
+def test_markers_missing_or_doubled_are_refused(tmp_path, capsys):
+  readme = tmp_path / "README.md"
+  readme.write_text("no markers")
+  assert readme_figures.main(["--workdir", str(_workdir(tmp_path)), "--readme", str(readme), "--check"]) == 2
+  assert "error: README needs exactly one '<!-- demo-table:begin -->'" in capsys.readouterr().err
   with pytest.raises(ValueError, match="demo-table:begin"):
     readme_figures.read_block("no markers", "demo-table")
   with pytest.raises(ValueError, match="exactly one"):
