@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,24 +62,30 @@ class MetricsLog:
 
   A new run truncates the file, so it never mixes the lines of two runs. A resumed run passes
   `keep_until_step`: lines with a `step` up to it are kept (the rest, written after the checkpoint
-  it resumes from, are dropped) and new lines are appended. In a bucket, where objects cannot be
+  it resumes from, are dropped), less those `rewritten(record)` says the resumed run writes again,
+  and new lines are appended; `kept` holds the kept records. In a bucket, where objects cannot be
   appended to, the whole file is uploaded again at most every `upload_every_s` seconds and on close.
   """
 
   def __init__(
-    self, path: str | os.PathLike, keep_until_step: int | None = None, upload_every_s: float = 30.0
+    self,
+    path: str | os.PathLike,
+    keep_until_step: int | None = None,
+    upload_every_s: float = 30.0,
+    rewritten: Callable[[dict], bool] | None = None,
   ):
     self.path = as_path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    kept = []
+    kept, self.kept = [], []
     if keep_until_step is not None and self.path.exists():
       for line in self.path.read_text().splitlines():
         try:
           record = json.loads(line)
         except json.JSONDecodeError:  # a line cut by kill -9
           continue
-        if record.get("step", 0) <= keep_until_step:
+        if record.get("step", 0) <= keep_until_step and not (rewritten and rewritten(record)):
           kept.append(line + "\n")
+          self.kept.append(record)
     self._local = is_local(self.path)
     self._lines, self._upload_every_s, self._uploaded = kept, upload_every_s, time.monotonic()
     self._upload()

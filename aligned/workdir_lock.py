@@ -199,10 +199,7 @@ class WorkdirLock:
   def _create(self, record: dict) -> bool:
     """Writes `record` as the lock if there is none; whether we now hold it."""
     if self._local:
-      if not _create_exclusive(self.path):
-        return False
-      self.path.write_text(json.dumps(record) + "\n")  # a reader meanwhile sees it empty and waits
-      return True
+      return _create_exclusive(self.path, json.dumps(record) + "\n", record["token"][:8])
     if self.path.exists():  # a bucket: best effort (module docstring)
       return False
     return self._write_and_check(record)
@@ -298,13 +295,31 @@ class WorkdirLock:
         self.log(f"warning: {self.path}: heartbeat not written ({e})")
 
 
-def _create_exclusive(path) -> bool:
-  """Creates an empty local file unless it exists; whether this call created it."""
+def _create_exclusive(path, text: str = "", tag: str = "") -> bool:
+  """Creates the local file `path` holding `text` unless it exists; whether this call created it.
+
+  The text is written to a file of its own, then hard-linked to `path` (which fails if `path` exists),
+  so the lock never exists empty: a kill between creating and writing cannot leave an empty lock, which
+  would read as a live one until its heartbeat times out. Where hard links are not supported, an
+  exclusive create and then the write (readers retry an empty file briefly)."""
+  if text:
+    fresh = path.parent / f"{path.name}.{tag}.new"  # `tag`: unique to the caller
+    fresh.write_text(text)
+    try:
+      os.link(fresh, path)  # local: atomic, and refused if the lock exists
+      return True
+    except FileExistsError:
+      return False
+    except OSError:  # no hard links on this filesystem: the exclusive create below
+      pass
+    finally:
+      fresh.unlink(missing_ok=True)
   try:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # local: exclusive create (disk only)
   except FileExistsError:
     return False
-  os.close(fd)
+  with os.fdopen(fd, "w") as f:  # local: the file just created
+    f.write(text)
   return True
 
 

@@ -113,6 +113,15 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(reference, 
   _assert_same_params(restore_params(tmp_path), restore_params(reference))
   steps = [r["step"] for r in _metrics(tmp_path) if "loss" in r]
   assert steps == list(range(10, STEPS + 1, 10))  # no duplicated or missing lines after the resume
+  evaluations = [r["step"] for r in _metrics(tmp_path) if "learning_rate" not in r]
+  assert evaluations == [0, 50, STEPS]
+  reference_results = json.loads((reference / "results.json").read_text())
+  assert [r["step"] for r in results["evaluations"]] == [r["step"] for r in reference_results["evaluations"]]
+  # the same command on the finished run: evaluates again, writes no second final line
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  _run(tmp_path)
+  assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(lines)
+  assert [r["step"] for r in _metrics(tmp_path) if "learning_rate" not in r] == [0, 50, STEPS]
 
 
 def test_sigterm_checkpoints_and_exits_then_resumes(reference, tmp_path):

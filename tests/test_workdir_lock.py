@@ -327,3 +327,28 @@ def test_with_jax_finding_the_processes_process_0_is_found_from_the_launchers_va
   assert not takes_workdir_lock(config)
   monkeypatch.setenv("MEGASCALE_SLICE_ID", "0")
   assert takes_workdir_lock(config)
+
+
+def test_the_lock_file_appears_with_its_record_hard_link_or_not(tmp_path, monkeypatch):
+  created = []
+  link = os.link
+
+  def watched_link(src, dst):  # the lock appears by a hard link of a file already holding the record
+    created.append(json.loads(open(src).read()))
+    link(src, dst)
+
+  monkeypatch.setattr(os, "link", watched_link)
+  with WorkdirLock(tmp_path):
+    assert created and created[0]["pid"] == os.getpid() == _read_lock(tmp_path)["pid"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # no temporary left
+  assert not (tmp_path / LOCK_NAME).exists()
+
+  def no_links(src, dst):  # a filesystem without hard links: exclusive create, then the record
+    raise OSError(95, "Operation not supported")
+
+  monkeypatch.setattr(os, "link", no_links)
+  with WorkdirLock(tmp_path):
+    assert _read_lock(tmp_path)["pid"] == os.getpid()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
+    with pytest.raises(DataError, match=f"in use by pid {os.getpid()}"):
+      WorkdirLock(tmp_path).__enter__()

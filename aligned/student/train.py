@@ -164,13 +164,18 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   start = int(state.step)
   if start > config.steps:
     raise ValueError(f"{run.workdir} has a checkpoint at step {start}, beyond steps={config.steps}")
+
+  def rewritten(record):  # evaluations this run makes again: at step 0 (a fresh start), the final one
+    return "learning_rate" not in record and record.get("step") == start and start in (0, config.steps)
+
   metrics_log = (
-    artifacts.MetricsLog(run.workdir / "metrics.jsonl", keep_until_step=start)
+    artifacts.MetricsLog(run.workdir / "metrics.jsonl", keep_until_step=start, rewritten=rewritten)
     if jax.process_index() == 0
     else None
   )
   log = metrics_log.write if metrics_log else (lambda record: None)
-  evals: list[dict] = []
+  # the evaluations before the checkpoint resumed from (results.json lists them all)
+  evals: list[dict] = [r for r in (metrics_log.kept if metrics_log else []) if "learning_rate" not in r]
   try:
     state, steps_done, wall, preempted = train_loop(run, state, start, log, evals)
     if preempted is not None:
