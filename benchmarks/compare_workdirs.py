@@ -155,7 +155,7 @@ def compare(a: str | Path, b: str | Path) -> list[dict]:
         checkpoints.add(run)
         gap = _params_difference(a / run, b / run)
         rows.append(
-          {"path": f"{run}/checkpoints (parameters)", "identical": gap == 0.0, "max_abs_difference": gap}
+          {"path": str(run / "checkpoints (parameters)"), "identical": gap == 0.0, "max_abs_difference": gap}
         )
       continue
     gap = 0.0 if sha256_of(path) == sha256_of(other) else _difference(path, other, a, b)
