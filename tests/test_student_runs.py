@@ -4,6 +4,7 @@ simulated devices (with parameters sharded over `fsdp`) and in two processes, an
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,6 +197,20 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_good_checkpoint(tmp_path):
   assert not (tmp_path / "results.json").exists()
 
 
-def test_resuming_with_other_settings_is_refused(reference):
+def test_resuming_with_other_settings_is_refused_and_restart_trains_anew(reference, tmp_path):
   done = _run(reference, "--config.seed=1", check=False)
   assert done.returncode == 2 and "other settings (seed)" in done.stderr
+  assert "--config.restart=True" in done.stderr
+  workdir = tmp_path / "run"
+  shutil.copytree(reference, workdir)
+  (workdir / "plots" / "stale.png").write_bytes(b"left by the old run")
+  _run(workdir, "--config.seed=1", "--config.restart=True")
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["resumed_from_step"] == 0 and json.loads((workdir / "config.json").read_text())["seed"] == 1
+  assert not (workdir / "plots" / "stale.png").exists()
+  steps = [r["step"] for r in _metrics(workdir) if "loss" in r]
+  assert steps == list(range(10, STEPS + 1, 10))  # the new run's lines only
+  other = restore_params(workdir)
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(_leaves(other), _leaves(restore_params(reference)), strict=True)
+  )

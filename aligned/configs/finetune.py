@@ -78,6 +78,9 @@ def get_config(variant: str = "vit_b16") -> ml_collections.ConfigDict:
   config.steps = 100_000
   config.batch_size = 512  # triplets per step (global, over all devices and processes)
   config.seed = 0
+  # True: delete this workdir's run first (its files and checkpoints; only where provenance.json shows
+  # finetune wrote them) and train anew; a rerun with other settings or inputs is refused otherwise
+  config.restart = False
 
   # fsdp > 1 shards every parameter (and its optimiser state) of >= fsdp_min_size elements
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "fsdp_min_size": 1 << 14})

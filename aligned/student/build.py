@@ -20,7 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from aligned import artifacts, distributed, evaluators, odd_one_out, provenance, uncertainty
+from aligned import artifacts, distributed, evaluators, odd_one_out, paths, provenance, uncertainty
 from aligned.backbones import build_backbone
 from aligned.backbones.student import ARCHITECTURE_FILE, Student, architecture, checkpoint_folder
 from aligned.data import items as item_sources
@@ -175,6 +175,31 @@ def _compared(settings: dict) -> dict:
   return kept
 
 
+# what a run writes into its workdir: `restart=True` deletes these (and the run's checkpoint folder)
+OWNED = (
+  "config.json",
+  ARCHITECTURE_FILE,
+  "tau.json",
+  "metrics.jsonl",
+  "results.json",
+  "plots",
+  "things_embeddings.npy",
+  "item_embeddings.npy",
+  "synthetic_alignet",
+  "checkpoints",
+)
+
+
+def start_over(workdir: epath.Path) -> list[str]:
+  """`restart=True`: deletes the run in `workdir` (its files and the checkpoint folder its config.json
+  names, which may lie elsewhere), only where provenance.json shows finetune wrote them."""
+  checkpoints = checkpoint_folder(workdir)  # the old run's, from its config.json
+  deleted = provenance.start_over(workdir, "finetune", OWNED)
+  if deleted and checkpoints.exists():
+    paths.rmtree(checkpoints)
+  return deleted
+
+
 def check_inputs(workdir: epath.Path, config, train_files, validation, weights) -> None:
   """provenance.json: the run's settings and the sha256 of every AligNet file and of the backbone's
   weights (a local file or folder); a rerun whose files changed at the same paths is refused, naming
@@ -189,7 +214,7 @@ def check_inputs(workdir: epath.Path, config, train_files, validation, weights) 
     _compared(config.to_dict()),
     inputs,
     write=jax.process_index() == 0,
-    remedy="use a new --workdir",
+    remedy="use a new --workdir or --config.restart=True",
   )
 
 
@@ -203,7 +228,8 @@ def check_resume(workdir: epath.Path, config) -> None:
     if json.loads(json.dumps(before)) != json.loads(json.dumps(current)):
       changed = [k for k in RESUME_KEYS if json.dumps(before[k]) != json.dumps(current[k])]
       raise ValueError(
-        f"{workdir} holds a run with other settings ({', '.join(changed)}); use a new --workdir"
+        f"{workdir} holds a run with other settings ({', '.join(changed)}); use a new --workdir or "
+        "--config.restart=True"
       )
   if jax.process_index() == 0:
     artifacts.write_json(path, config.to_dict())

@@ -28,7 +28,7 @@ from aligned import artifacts, distributed, plots
 from aligned.paths import absolute
 from aligned.progress import Progress
 from aligned.student import data as student_data
-from aligned.student.build import Run, build_run, decay_rate
+from aligned.student.build import Run, build_run, decay_rate, start_over
 from aligned.student.evaluators import embed_items
 from aligned.student.trainer import TrainState, state_from_dict
 
@@ -159,6 +159,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   """Trains (or resumes) the student described by `config` in `workdir`; returns the results."""
   d = config.distributed
   distributed.initialize(d.coordinator, d.num_processes, d.process_id, d.auto)
+  if config.get("restart", False):  # the old run's files go first (process 0), then all build anew
+    if jax.process_index() == 0:
+      start_over(absolute(workdir))
+    distributed.barrier("restart")
   run = build_run(config, absolute(workdir))
   state = _restore_or_init(run)
   start = int(state.step)
