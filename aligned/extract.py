@@ -221,7 +221,7 @@ def _image_job(config) -> _Job:
   described = describe_source(source)  # the records, not the cache that may stand in for them
   if config.get("image_cache"):  # the same records, already resized: the host only reads bytes
     cache = ImageCache(config.image_cache)
-    check_image_cache(cache, describe_source(source), embedder.size)
+    check_image_cache(cache, described, embedder.size)
     source = cache
   pool = concurrent.futures.ThreadPoolExecutor(max(1, config.decode_threads))
   description = {

@@ -351,11 +351,14 @@ def test_a_rerun_on_other_alignet_files_at_the_same_path_is_refused(tmp_path):
   config.data.root, config.data.samplings = str(root), ("synthetic",)
   config.batch_size = 8
   build.build_run(config, tmp_path / "run")
+  written = (tmp_path / "run" / "config.json").read_bytes()
   recorded = json.loads((tmp_path / "run" / "provenance.json").read_text())
   assert recorded["stage"] == "finetune"
   assert set(recorded["inputs"]) == {"train train_synthetic.npz", "val synthetic"}  # random weights: no file
   build.build_run(config, tmp_path / "run")  # the same files: a resume
   # other triplets written to the same paths (regenerated with another seed): refused, naming the file
   item_sources.SyntheticImages(n_items=20, size=8, seed=0).write_alignet(root, n_train=40, n_val=10, seed=1)
+  config.data.workers = 3  # a setting a resume may change: not written when the run is refused
   with pytest.raises(DataError, match=r"provenance.json: .*train train_synthetic.npz .* -> .*; use a new"):
     build.build_run(config, tmp_path / "run")
+  assert (tmp_path / "run" / "config.json").read_bytes() == written

@@ -218,20 +218,20 @@ def check_inputs(workdir: epath.Path, config, train_files, validation, weights) 
   )
 
 
-def check_resume(workdir: epath.Path, config) -> None:
-  """Refuses a workdir whose config.json has other `RESUME_KEYS`; writes config.json otherwise."""
+def check_resume(workdir: epath.Path, config, write: bool = True) -> None:
+  """Refuses a workdir whose config.json has other `RESUME_KEYS`; writes config.json otherwise (unless
+  `write` is False: the caller writes it once its other checks pass)."""
   path = workdir / "config.json"
-  compared = _compared
-  current = compared(config.to_dict())
+  current = _compared(config.to_dict())
   if path.exists():
-    before = compared(json.loads(path.read_text()))
+    before = _compared(json.loads(path.read_text()))
     if json.loads(json.dumps(before)) != json.loads(json.dumps(current)):
       changed = [k for k in RESUME_KEYS if json.dumps(before[k]) != json.dumps(current[k])]
       raise ValueError(
         f"{workdir} holds a run with other settings ({', '.join(changed)}); use a new --workdir or "
         "--config.restart=True"
       )
-  if jax.process_index() == 0:
+  if write and jax.process_index() == 0:
     artifacts.write_json(path, config.to_dict())
 
 
@@ -333,9 +333,11 @@ def build_run(config: ml_collections.ConfigDict, workdir: epath.Path) -> Run:
     (name, student_data.TripletRows([p], n_items=len(items), limit=config.eval.max_triplets))
     for name, p in validation_files(config)
   ]
-  check_resume(workdir, config)
+  check_resume(workdir, config, write=False)
   weights = None if config.random_backbone else getattr(backbone, "checkpoint", None)
   check_inputs(workdir, config, train_files, validation_files(config), weights)
+  if jax.process_index() == 0:  # both checks passed: the settings this run goes on with
+    artifacts.write_json(workdir / "config.json", config.to_dict())
   if jax.process_index() == 0 and (arch := architecture(backbone)) is not None:
     # what reading the run back needs (aligned.backbones.student.StudentEncoder), without the checkpoint
     artifacts.write_json(workdir / ARCHITECTURE_FILE, {"backbone": config.backbone, "architecture": arch})
