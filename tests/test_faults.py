@@ -1,11 +1,10 @@
 """Fault tests at real settings (`benchmarks/faults.py`, a few kill points of its tally): kill -9 of a
 student run (asynchronous checkpoints, decay to init, bfloat16), of a teacher fit, of generation and of
-the image demo (only with ALIGNED_FAULTS_DEMO=1: minutes), then the same command again: the rerun takes over the dead run's workdir lock, resumes
+the image demo (3 minutes on 2 idle cores), then the same command again: the rerun takes over the dead run's workdir lock, resumes
 where the stage resumes, and ends with the outputs of an uninterrupted run, bit for bit. Kill points are
 conditions on the workdir (a checkpoint, a file), so where they land does not depend on the machine."""
 
 import json
-import os
 
 import pytest
 
@@ -76,11 +75,6 @@ def test_generation_killed_after_k_means_and_after_two_files_gives_the_same_file
   )
 
 
-@pytest.mark.skipif(
-  not os.environ.get("ALIGNED_FAULTS_DEMO"),
-  reason="5-9 min on 2 cores (a reference demo and a killed one): set ALIGNED_FAULTS_DEMO=1, or see "
-  "`python -m benchmarks.faults --stage demo`",
-)
 def test_demo_killed_in_a_student_resumes_it_and_skips_finished_stages(tmp_path):
   tally = _run("demo", tmp_path, [[_exists("alignet_student/checkpoints/6")]])
   (trial,) = tally.trials
